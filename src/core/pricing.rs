@@ -1,0 +1,156 @@
+//! The pricebook: what one token or one tool call costs, per (provider, resource), and the cost
+//! of a measured usage. Unknown prices are an explicit `None`, never "free".
+//! Pure data; loading and storing prices belongs to the store.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::money::{Currency, Micros, MoneyError};
+
+/// Provider name used for MCP tool prices; the resource is `server/tool`.
+pub const MCP_PROVIDER: &str = "mcp";
+
+/// Prices of one resource. Token prices are per one million tokens; `per_call` is charged
+/// once per call (MCP tools, or a flat fee on top of tokens).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    pub currency: Currency,
+    #[serde(default)]
+    pub input_per_mtok: Micros,
+    /// Price of input tokens served from the provider's prompt cache; when absent in a
+    /// pricebook file it equals `input_per_mtok`.
+    #[serde(default)]
+    pub cached_input_per_mtok: Micros,
+    #[serde(default)]
+    pub output_per_mtok: Micros,
+    #[serde(default)]
+    pub per_call: Micros,
+    /// Largest output a request may produce; the estimate when a request sets no max tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+}
+
+/// Measured (or estimated) consumption of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input tokens not served from cache.
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub calls: u64,
+}
+
+impl Price {
+    /// Cost of `usage`, rounded up to the next micro-unit once, over the exact sum.
+    pub fn cost(&self, usage: &Usage) -> Result<Micros, MoneyError> {
+        let token_part = i128::from(usage.input_tokens) * i128::from(self.input_per_mtok.0)
+            + i128::from(usage.cached_input_tokens) * i128::from(self.cached_input_per_mtok.0)
+            + i128::from(usage.output_tokens) * i128::from(self.output_per_mtok.0);
+        let mut tokens_cost = token_part / 1_000_000;
+        if token_part % 1_000_000 > 0 {
+            tokens_cost += 1;
+        }
+        let calls_cost = i128::from(usage.calls) * i128::from(self.per_call.0);
+        i64::try_from(tokens_cost + calls_cost)
+            .map(Micros)
+            .map_err(|_| MoneyError::ArithmeticOverflow)
+    }
+}
+
+/// One row of the pricebook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceEntry {
+    pub provider: String,
+    /// Model name, or `server/tool` for MCP.
+    pub resource: String,
+    #[serde(flatten)]
+    pub price: Price,
+}
+
+/// All prices at one version. Lookups are exact on (provider, resource); a model name with a
+/// dated suffix (`gpt-4o-2024-08-06`) falls back to the longest priced prefix (`gpt-4o`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pricebook {
+    pub version: i64,
+    entries: BTreeMap<(String, String), Price>,
+}
+
+impl Pricebook {
+    pub fn new(version: i64, entries: impl IntoIterator<Item = PriceEntry>) -> Pricebook {
+        let entries = entries
+            .into_iter()
+            .map(|e| ((e.provider, e.resource), e.price))
+            .collect();
+        Pricebook { version, entries }
+    }
+
+    pub fn get(&self, provider: &str, resource: &str) -> Option<&Price> {
+        let key = (provider.to_owned(), resource.to_owned());
+        if let Some(price) = self.entries.get(&key) {
+            return Some(price);
+        }
+        // Longest priced prefix that ends at a '-' boundary of the requested name.
+        let mut cut = resource.len();
+        while let Some(pos) = resource[..cut].rfind('-') {
+            let key = (provider.to_owned(), resource[..pos].to_owned());
+            if let Some(price) = self.entries.get(&key) {
+                return Some(price);
+            }
+            cut = pos;
+        }
+        None
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn price() -> Price {
+        Price {
+            currency: Currency::USD,
+            input_per_mtok: Micros(2_500_000),
+            cached_input_per_mtok: Micros(1_250_000),
+            output_per_mtok: Micros(10_000_000),
+            per_call: Micros(0),
+            max_output_tokens: Some(16_384),
+        }
+    }
+
+    #[test]
+    fn cost_is_exact_then_rounded_up_once() {
+        let usage = Usage { input_tokens: 1, cached_input_tokens: 1, output_tokens: 1, calls: 0 };
+        // 2.5 + 1.25 + 10 = 13.75 micros → 14.
+        assert_eq!(price().cost(&usage).unwrap(), Micros(14));
+        let big = Usage { input_tokens: 1_000_000, cached_input_tokens: 0, output_tokens: 500_000, calls: 0 };
+        assert_eq!(price().cost(&big).unwrap(), Micros(7_500_000));
+    }
+
+    #[test]
+    fn per_call_prices_add_per_call() {
+        let tool = Price { per_call: Micros(5_000), ..price() };
+        let usage = Usage { calls: 3, ..Usage::default() };
+        assert_eq!(tool.cost(&usage).unwrap(), Micros(15_000));
+    }
+
+    #[test]
+    fn dated_model_names_fall_back_to_their_family() {
+        let book = Pricebook::new(
+            1,
+            [PriceEntry { provider: "openai".into(), resource: "gpt-4o".into(), price: price() }],
+        );
+        assert!(book.get("openai", "gpt-4o-2024-08-06").is_some());
+        assert!(book.get("openai", "gpt-4").is_none());
+        assert!(book.get("anthropic", "gpt-4o").is_none());
+    }
+}
