@@ -1,4 +1,12 @@
 //! Caracal: the gateway between AI agents and the paid APIs they call.
 //! The library holds everything; `main.rs` only parses arguments and dispatches.
 
+pub mod bus;
+pub mod cli;
+pub mod config;
 pub mod core;
+pub mod http;
+pub mod ops;
+pub mod roles;
+pub mod store;
+pub mod telemetry;

@@ -122,7 +122,9 @@ pub fn validate_fields(
 }
 
 /// Parses `--metadata '{json}'`: must be a JSON object.
-pub fn parse_metadata(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, AgentError> {
+pub fn parse_metadata(
+    text: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, AgentError> {
     match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
         _ => Err(AgentError::BadMetadata),
@@ -213,7 +215,10 @@ mod tests {
             agent(1, None, AgentStatus::Suspended),
         ])
         .unwrap();
-        assert_eq!(chain.first_inactive().unwrap().id, AgentId(Uuid::from_u128(1)));
+        assert_eq!(
+            chain.first_inactive().unwrap().id,
+            AgentId(Uuid::from_u128(1))
+        );
     }
 
     #[test]

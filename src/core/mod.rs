@@ -3,6 +3,19 @@
 //! rule here is unit- and property-tested without a database.
 
 pub mod agent;
+pub mod decision;
+pub mod estimate;
+pub mod events;
+pub mod glob;
 pub mod money;
 pub mod policy;
+pub mod pricebook_file;
+pub mod pricebook_shipped;
 pub mod pricing;
+pub mod sse;
+pub mod stream_usage;
+pub mod usage;
+pub mod window;
+
+#[cfg(test)]
+mod stream_fixtures;

@@ -28,7 +28,9 @@ pub enum MoneyError {
 
 /// An amount in micro-units. Signed so that differences (remaining budget) can be expressed;
 /// limits and costs are validated non-negative where they are created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Micros(pub i64);
 
@@ -40,11 +42,17 @@ impl Micros {
     }
 
     pub fn checked_add(self, other: Micros) -> Result<Micros, MoneyError> {
-        self.0.checked_add(other.0).map(Micros).ok_or(MoneyError::ArithmeticOverflow)
+        self.0
+            .checked_add(other.0)
+            .map(Micros)
+            .ok_or(MoneyError::ArithmeticOverflow)
     }
 
     pub fn checked_sub(self, other: Micros) -> Result<Micros, MoneyError> {
-        self.0.checked_sub(other.0).map(Micros).ok_or(MoneyError::ArithmeticOverflow)
+        self.0
+            .checked_sub(other.0)
+            .map(Micros)
+            .ok_or(MoneyError::ArithmeticOverflow)
     }
 
     pub fn is_negative(self) -> bool {
@@ -56,7 +64,9 @@ impl Micros {
     pub fn per_million(quantity: u64, price_per_million: Micros) -> Result<Micros, MoneyError> {
         let product = i128::from(quantity) * i128::from(price_per_million.0);
         let cost = div_ceil_i128(product, 1_000_000);
-        i64::try_from(cost).map(Micros).map_err(|_| MoneyError::ArithmeticOverflow)
+        i64::try_from(cost)
+            .map(Micros)
+            .map_err(|_| MoneyError::ArithmeticOverflow)
     }
 
     /// Parses an exact decimal ("1000.00", "0.000001", "-3", "+2.5"). Rejects more than six
@@ -73,7 +83,11 @@ impl Micros {
             None => (digits, "", false),
         };
         let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if whole.is_empty() || (has_point && frac.is_empty()) || !all_digits(whole) || !all_digits(frac) {
+        if whole.is_empty()
+            || (has_point && frac.is_empty())
+            || !all_digits(whole)
+            || !all_digits(frac)
+        {
             return Err(malformed());
         }
         if frac.len() > DECIMALS_MAX {
@@ -132,6 +146,86 @@ fn div_ceil_i128(numerator: i128, denominator: i128) -> i128 {
     }
 }
 
+/// Serde helper for files people write (pricebooks): `Micros` as an exact decimal string,
+/// `"2.50"`, through `Micros::parse` and `Display`, so no amount ever passes through a float.
+/// Use as `#[serde(with = "crate::core::money::decimal_string")]`, or `::option` for
+/// `Option<Micros>`.
+pub mod decimal_string {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+
+    use super::Micros;
+
+    pub fn serialize<S: Serializer>(amount: &Micros, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(amount)
+    }
+
+    /// Errors are raised inside the format's deserializer, so formats that track paths
+    /// (serde_yaml: `prices[3].input: ...`) name the field.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Micros, D::Error> {
+        d.deserialize_str(DecimalVisitor)
+    }
+
+    struct DecimalVisitor;
+
+    impl Visitor<'_> for DecimalVisitor {
+        type Value = Micros;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an exact decimal amount as a string, such as \"2.50\"")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Micros, E> {
+            Micros::parse(text).map_err(E::custom)
+        }
+    }
+
+    /// The same for an optional amount; absent or null is `None`.
+    pub mod option {
+        use std::fmt;
+
+        use serde::de::{Deserializer, Visitor};
+        use serde::Serializer;
+
+        use super::Micros;
+
+        pub fn serialize<S: Serializer>(amount: &Option<Micros>, s: S) -> Result<S::Ok, S::Error> {
+            match amount {
+                Some(amount) => s.collect_str(amount),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Micros>, D::Error> {
+            d.deserialize_option(OptionVisitor)
+        }
+
+        struct OptionVisitor;
+
+        impl<'de> Visitor<'de> for OptionVisitor {
+            type Value = Option<Micros>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an exact decimal amount as a string, or null")
+            }
+
+            fn visit_none<E>(self) -> Result<Option<Micros>, E> {
+                Ok(None)
+            }
+
+            fn visit_unit<E>(self) -> Result<Option<Micros>, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<Micros>, D::Error> {
+                super::deserialize(d).map(Some)
+            }
+        }
+    }
+}
+
 /// ISO 4217 codes accepted for budgets and prices. A short, explicit list: a typo such as
 /// "USDD" or "EUROS" is an error, not a new currency.
 const KNOWN_CURRENCIES: &[&str] = &[
@@ -183,8 +277,22 @@ impl Serialize for Currency {
 
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Currency::parse(&text).map_err(serde::de::Error::custom)
+        d.deserialize_str(CurrencyVisitor)
+    }
+}
+
+/// Parses inside the format's deserializer, so path-tracking formats name the field.
+struct CurrencyVisitor;
+
+impl serde::de::Visitor<'_> for CurrencyVisitor {
+    type Value = Currency;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an ISO 4217 currency code such as USD")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Currency, E> {
+        Currency::parse(text).map_err(E::custom)
     }
 }
 
@@ -218,11 +326,19 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_an_exact_decimal() {
-        for bad in ["", ".", "-", "1.2.3", "1e3", "abc", " 1", "1,00", "0x10", "--1", "1.", ".5"] {
+        for bad in [
+            "", ".", "-", "1.2.3", "1e3", "abc", " 1", "1,00", "0x10", "--1", "1.", ".5",
+        ] {
             assert!(Micros::parse(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert!(matches!(Micros::parse("0.0000001"), Err(MoneyError::TooPrecise(_))));
-        assert!(matches!(Micros::parse("99999999999999999"), Err(MoneyError::Overflow(_))));
+        assert!(matches!(
+            Micros::parse("0.0000001"),
+            Err(MoneyError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            Micros::parse("99999999999999999"),
+            Err(MoneyError::Overflow(_))
+        ));
     }
 
     #[test]
@@ -237,9 +353,18 @@ mod tests {
     #[test]
     fn cost_per_million_rounds_up() {
         // 3 tokens at $2.50 / 1M tokens = 7.5 micros → 8.
-        assert_eq!(Micros::per_million(3, Micros(2_500_000)).unwrap(), Micros(8));
-        assert_eq!(Micros::per_million(1_000_000, Micros(2_500_000)).unwrap(), Micros(2_500_000));
-        assert_eq!(Micros::per_million(0, Micros(2_500_000)).unwrap(), Micros(0));
+        assert_eq!(
+            Micros::per_million(3, Micros(2_500_000)).unwrap(),
+            Micros(8)
+        );
+        assert_eq!(
+            Micros::per_million(1_000_000, Micros(2_500_000)).unwrap(),
+            Micros(2_500_000)
+        );
+        assert_eq!(
+            Micros::per_million(0, Micros(2_500_000)).unwrap(),
+            Micros(0)
+        );
         assert!(Micros::per_million(u64::MAX, Micros(i64::MAX)).is_err());
     }
 
@@ -248,6 +373,34 @@ mod tests {
         assert_eq!(Currency::parse("usd").unwrap(), Currency::USD);
         assert!(Currency::parse("XYZ").is_err());
         assert!(Currency::parse("US").is_err());
+    }
+
+    #[test]
+    fn decimal_string_helper_round_trips_through_json_exactly() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Row {
+            #[serde(with = "decimal_string")]
+            amount: Micros,
+            #[serde(default, with = "decimal_string::option")]
+            extra: Option<Micros>,
+        }
+        let row = Row {
+            amount: Micros(2_500_000),
+            extra: Some(Micros(1)),
+        };
+        let text = serde_json::to_string(&row).unwrap();
+        assert_eq!(text, r#"{"amount":"2.50","extra":"0.000001"}"#);
+        assert_eq!(serde_json::from_str::<Row>(&text).unwrap(), row);
+        let bare: Row = serde_json::from_str(r#"{"amount":"0.10"}"#).unwrap();
+        assert_eq!(
+            bare,
+            Row {
+                amount: Micros(100_000),
+                extra: None
+            }
+        );
+        assert!(serde_json::from_str::<Row>(r#"{"amount":"1e3"}"#).is_err());
+        assert!(serde_json::from_str::<Row>(r#"{"amount":2.5}"#).is_err());
     }
 
     proptest! {

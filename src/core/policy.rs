@@ -60,7 +60,9 @@ pub enum PolicyError {
     NegativeLimit(Micros),
     #[error("a total window has no rolling form: use --window-type calendar")]
     RollingTotal,
-    #[error("invalid allow pattern {0:?}: expected provider:model or mcp:server/tool globs (*, ?)")]
+    #[error(
+        "invalid allow pattern {0:?}: expected provider:model or mcp:server/tool globs (*, ?)"
+    )]
     BadPattern(String),
     #[error("at most {ALLOW_PATTERNS_MAX} allow patterns per policy")]
     TooManyPatterns,
@@ -209,17 +211,32 @@ mod tests {
     #[test]
     fn validation_names_what_is_wrong() {
         assert!(spec().validate().is_ok());
-        let negative = PolicySpec { limit_micros: Micros(-1), ..spec() };
-        assert_eq!(negative.validate(), Err(PolicyError::NegativeLimit(Micros(-1))));
+        let negative = PolicySpec {
+            limit_micros: Micros(-1),
+            ..spec()
+        };
+        assert_eq!(
+            negative.validate(),
+            Err(PolicyError::NegativeLimit(Micros(-1)))
+        );
         let rolling_total = PolicySpec {
             time_window: TimeWindow::Total,
             window_type: WindowType::Rolling,
             ..spec()
         };
         assert_eq!(rolling_total.validate(), Err(PolicyError::RollingTotal));
-        let pattern = PolicySpec { allow: vec!["gpt-4o".into()], ..spec() };
-        assert!(matches!(pattern.validate(), Err(PolicyError::BadPattern(_))));
-        let ok = PolicySpec { allow: vec!["openai:gpt-4o*".into(), "mcp:search/*".into()], ..spec() };
+        let pattern = PolicySpec {
+            allow: vec!["gpt-4o".into()],
+            ..spec()
+        };
+        assert!(matches!(
+            pattern.validate(),
+            Err(PolicyError::BadPattern(_))
+        ));
+        let ok = PolicySpec {
+            allow: vec!["openai:gpt-4o*".into(), "mcp:search/*".into()],
+            ..spec()
+        };
         assert!(ok.validate().is_ok());
     }
 

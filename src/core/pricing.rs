@@ -24,6 +24,10 @@ pub struct Price {
     pub cached_input_per_mtok: Micros,
     #[serde(default)]
     pub output_per_mtok: Micros,
+    /// Price of input tokens written to the provider's prompt cache (Anthropic
+    /// `cache_creation_input_tokens`); when absent in a pricebook file it equals `input_per_mtok`.
+    #[serde(default)]
+    pub cache_write_per_mtok: Micros,
     #[serde(default)]
     pub per_call: Micros,
     /// Largest output a request may produce; the estimate when a request sets no max tokens.
@@ -34,9 +38,14 @@ pub struct Price {
 /// Measured (or estimated) consumption of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
-    /// Input tokens not served from cache.
+    /// Input tokens neither served from nor written to the prompt cache.
     pub input_tokens: u64,
+    /// Input tokens served from the prompt cache (OpenAI `cached_tokens`, Anthropic
+    /// `cache_read_input_tokens`).
     pub cached_input_tokens: u64,
+    /// Input tokens written to the prompt cache (Anthropic `cache_creation_input_tokens`).
+    #[serde(default)]
+    pub cache_write_input_tokens: u64,
     pub output_tokens: u64,
     pub calls: u64,
 }
@@ -44,17 +53,27 @@ pub struct Usage {
 impl Price {
     /// Cost of `usage`, rounded up to the next micro-unit once, over the exact sum.
     pub fn cost(&self, usage: &Usage) -> Result<Micros, MoneyError> {
-        let token_part = i128::from(usage.input_tokens) * i128::from(self.input_per_mtok.0)
-            + i128::from(usage.cached_input_tokens) * i128::from(self.cached_input_per_mtok.0)
-            + i128::from(usage.output_tokens) * i128::from(self.output_per_mtok.0);
+        let terms = [
+            (usage.input_tokens, self.input_per_mtok),
+            (usage.cached_input_tokens, self.cached_input_per_mtok),
+            (usage.cache_write_input_tokens, self.cache_write_per_mtok),
+            (usage.output_tokens, self.output_per_mtok),
+        ];
+        let overflow = || MoneyError::ArithmeticOverflow;
+        let mut token_part: i128 = 0;
+        for (tokens, price) in terms {
+            let term = i128::from(tokens)
+                .checked_mul(i128::from(price.0))
+                .ok_or_else(overflow)?;
+            token_part = token_part.checked_add(term).ok_or_else(overflow)?;
+        }
         let mut tokens_cost = token_part / 1_000_000;
         if token_part % 1_000_000 > 0 {
             tokens_cost += 1;
         }
         let calls_cost = i128::from(usage.calls) * i128::from(self.per_call.0);
-        i64::try_from(tokens_cost + calls_cost)
-            .map(Micros)
-            .map_err(|_| MoneyError::ArithmeticOverflow)
+        let total = tokens_cost.checked_add(calls_cost).ok_or_else(overflow)?;
+        i64::try_from(total).map(Micros).map_err(|_| overflow())
     }
 }
 
@@ -122,6 +141,7 @@ mod tests {
             input_per_mtok: Micros(2_500_000),
             cached_input_per_mtok: Micros(1_250_000),
             output_per_mtok: Micros(10_000_000),
+            cache_write_per_mtok: Micros(3_125_000),
             per_call: Micros(0),
             max_output_tokens: Some(16_384),
         }
@@ -129,17 +149,69 @@ mod tests {
 
     #[test]
     fn cost_is_exact_then_rounded_up_once() {
-        let usage = Usage { input_tokens: 1, cached_input_tokens: 1, output_tokens: 1, calls: 0 };
+        let usage = Usage {
+            input_tokens: 1,
+            cached_input_tokens: 1,
+            output_tokens: 1,
+            ..Usage::default()
+        };
         // 2.5 + 1.25 + 10 = 13.75 micros → 14.
         assert_eq!(price().cost(&usage).unwrap(), Micros(14));
-        let big = Usage { input_tokens: 1_000_000, cached_input_tokens: 0, output_tokens: 500_000, calls: 0 };
+        let big = Usage {
+            input_tokens: 1_000_000,
+            output_tokens: 500_000,
+            ..Usage::default()
+        };
         assert_eq!(price().cost(&big).unwrap(), Micros(7_500_000));
     }
 
     #[test]
+    fn cache_writes_are_charged_in_the_same_single_rounding() {
+        // 2.5 + 1.25 + 3.125 + 10 = 16.875 micros → 17 (rounding each term up would give 19).
+        let usage = Usage {
+            input_tokens: 1,
+            cached_input_tokens: 1,
+            cache_write_input_tokens: 1,
+            output_tokens: 1,
+            calls: 0,
+        };
+        assert_eq!(price().cost(&usage).unwrap(), Micros(17));
+        let writes = Usage {
+            cache_write_input_tokens: 2_000_000,
+            ..Usage::default()
+        };
+        assert_eq!(price().cost(&writes).unwrap(), Micros(6_250_000));
+    }
+
+    #[test]
+    fn huge_usage_is_an_overflow_error_not_a_wrap() {
+        let max = Price {
+            input_per_mtok: Micros(i64::MAX),
+            cached_input_per_mtok: Micros(i64::MAX),
+            cache_write_per_mtok: Micros(i64::MAX),
+            output_per_mtok: Micros(i64::MAX),
+            ..price()
+        };
+        let usage = Usage {
+            input_tokens: u64::MAX,
+            cached_input_tokens: u64::MAX,
+            cache_write_input_tokens: u64::MAX,
+            output_tokens: u64::MAX,
+            calls: u64::MAX,
+        };
+        assert_eq!(max.cost(&usage), Err(MoneyError::ArithmeticOverflow));
+    }
+
+    #[test]
     fn per_call_prices_add_per_call() {
-        let tool = Price { per_call: Micros(5_000), ..price() };
-        let usage = Usage { calls: 3, ..Usage::default() };
+        let tool = Price {
+            per_call: Micros(5_000),
+            ..price()
+        };
+        let usage = Usage {
+            calls: 3,
+            ..Usage::default()
+        };
         assert_eq!(tool.cost(&usage).unwrap(), Micros(15_000));
     }
 
@@ -147,7 +219,11 @@ mod tests {
     fn dated_model_names_fall_back_to_their_family() {
         let book = Pricebook::new(
             1,
-            [PriceEntry { provider: "openai".into(), resource: "gpt-4o".into(), price: price() }],
+            [PriceEntry {
+                provider: "openai".into(),
+                resource: "gpt-4o".into(),
+                price: price(),
+            }],
         );
         assert!(book.get("openai", "gpt-4o-2024-08-06").is_some());
         assert!(book.get("openai", "gpt-4").is_none());

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite. On a fresh Debian machine it first installs what is missing (Debian
+# packages, the Python clients used as independent judges), then runs every Rust test.
+# It never skips: a dependency that cannot be installed stops the run with an error.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+say() { printf '\n==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# --- Debian packages -------------------------------------------------------------------------
+missing=()
+command -v cargo >/dev/null || die "cargo is not installed (install Rust with rustup first)"
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v gcc >/dev/null || missing+=(gcc)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  command -v apt-get >/dev/null || die "need ${missing[*]} but apt-get is not available"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${missing[@]}"
+fi
+
+# --- Python clients (the judges we did not write) --------------------------------------------
+venv="$root/.venv"
+requirements="$root/tests/python/requirements.txt"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "preparing the Python test clients in .venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -r "$requirements"
+  echo "$want" > "$stamp"
+fi
+"$venv/bin/python" -c 'import fastavro' || die "fastavro is not importable from .venv"
+export CARACAL_PYTHON="$venv/bin/python"
+
+# --- Rust ------------------------------------------------------------------------------------
+say "cargo test"
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+cargo test --all-targets -- --test-threads="${CARACAL_TEST_THREADS:-4}"

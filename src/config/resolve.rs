@@ -1,0 +1,191 @@
+//! Resolves every secret that may come from a file (`...File` key, `*_FILE` env) and the route
+//! and MCP credentials, after layering. Errors name the key and the file, never the content.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::error::{ConfigError, Origin};
+use super::load::{origin_of, Layer};
+use super::secret::{read_secret_file, Secret, SecretUrl};
+use super::Config;
+
+/// A secret value key and the key naming a file that holds it.
+struct Pair<'a, T> {
+    value_key: &'static str,
+    file_key: &'static str,
+    value: &'a mut Option<T>,
+    file: &'a mut Option<PathBuf>,
+}
+
+/// Resolves every `(secret, secretFile)` pair, then route and MCP server credentials.
+pub(crate) fn secrets(
+    config: &mut Config,
+    layers: &[Layer],
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let urls = [
+        Pair {
+            value_key: "postgresql.url",
+            file_key: "postgresql.urlFile",
+            value: &mut config.postgresql.url,
+            file: &mut config.postgresql.url_file,
+        },
+        Pair {
+            value_key: "redis.url",
+            file_key: "redis.urlFile",
+            value: &mut config.redis.url,
+            file: &mut config.redis.url_file,
+        },
+    ];
+    for pair in urls {
+        resolve_pair(pair, layers, SecretUrl::new)?;
+    }
+    let passwords = [
+        Pair {
+            value_key: "postgresql.password",
+            file_key: "postgresql.passwordFile",
+            value: &mut config.postgresql.password,
+            file: &mut config.postgresql.password_file,
+        },
+        Pair {
+            value_key: "redis.password",
+            file_key: "redis.passwordFile",
+            value: &mut config.redis.password,
+            file: &mut config.redis.password_file,
+        },
+        Pair {
+            value_key: "kafka.security.saslPassword",
+            file_key: "kafka.security.saslPasswordFile",
+            value: &mut config.kafka.security.sasl_password,
+            file: &mut config.kafka.security.sasl_password_file,
+        },
+        Pair {
+            value_key: "kafka.schemaRegistry.password",
+            file_key: "kafka.schemaRegistry.passwordFile",
+            value: &mut config.kafka.schema_registry.password,
+            file: &mut config.kafka.schema_registry.password_file,
+        },
+        Pair {
+            value_key: "admin.token",
+            file_key: "admin.tokenFile",
+            value: &mut config.admin.token,
+            file: &mut config.admin.token_file,
+        },
+    ];
+    for pair in passwords {
+        resolve_pair(pair, layers, Secret::new)?;
+    }
+    credentials(config, layers, env)
+}
+
+/// The higher layer decides between a value and its file: `DB_PASSWORD` overrides a
+/// `passwordFile` from the YAML, `DB_PASSWORD_FILE` overrides a `password` from it. Both set in
+/// the same tier is an error.
+fn resolve_pair<T>(
+    pair: Pair<'_, T>,
+    layers: &[Layer],
+    wrap: fn(String) -> T,
+) -> Result<(), ConfigError> {
+    let value_at = top_layer(layers, pair.value_key);
+    let file_at = top_layer(layers, pair.file_key);
+    match (value_at, file_at) {
+        (Some(v), Some(f)) if v.tier == f.tier => Err(ConfigError::Invalid {
+            key: pair.value_key.to_owned(),
+            message: format!(
+                "set both {} {} and {} {}; keep one",
+                pair.value_key, v.origin, pair.file_key, f.origin
+            ),
+            origin: None,
+        }),
+        (Some(v), Some(f)) if v.tier > f.tier => {
+            *pair.file = None;
+            Ok(())
+        }
+        (_, Some(f)) => {
+            let Some(path) = pair.file.clone() else {
+                return Ok(());
+            };
+            let text = read(pair.file_key, &path, Some(&f.origin))?;
+            *pair.value = Some(wrap(text));
+            Ok(())
+        }
+        (_, None) => Ok(()),
+    }
+}
+
+fn top_layer<'a>(layers: &'a [Layer], key: &str) -> Option<&'a Layer> {
+    let path: Vec<&str> = key.split('.').collect();
+    layers.iter().rev().find(|l| l.sets(&path))
+}
+
+fn read(key: &str, path: &Path, origin: Option<&Origin>) -> Result<String, ConfigError> {
+    read_secret_file(path).map_err(|reason| ConfigError::SecretFile {
+        key: key.to_owned(),
+        path: path.to_path_buf(),
+        origin: origin.cloned(),
+        reason,
+    })
+}
+
+/// Reads each route's and MCP server's credential from its file or environment variable.
+fn credentials(
+    config: &mut Config,
+    layers: &[Layer],
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let routes = config
+        .gateway
+        .routes
+        .iter_mut()
+        .map(|r| (&r.credential_file, &r.credential_env, &mut r.credential));
+    fill(routes, "gateway.routes", layers, env)?;
+    let servers = config
+        .mcp_adapter
+        .servers
+        .iter_mut()
+        .map(|s| (&s.credential_file, &s.credential_env, &mut s.credential));
+    fill(servers, "mcpAdapter.servers", layers, env)
+}
+
+type CredentialSlot<'a> = (
+    &'a Option<PathBuf>,
+    &'a Option<String>,
+    &'a mut Option<Secret>,
+);
+
+fn fill<'a>(
+    slots: impl Iterator<Item = CredentialSlot<'a>>,
+    list_key: &str,
+    layers: &[Layer],
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let origin = origin_of(layers, list_key);
+    for (i, (file, var, credential)) in slots.enumerate() {
+        let key = |k: &str| format!("{list_key}[{i}].{k}");
+        match (file, var) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: key("credentialFile"),
+                    message: "set credentialFile or credentialEnv, not both".to_owned(),
+                    origin,
+                })
+            }
+            (Some(path), None) => {
+                let text = read(&key("credentialFile"), path, origin.as_ref())?;
+                *credential = Some(Secret::new(text));
+            }
+            (None, Some(name)) => match env.get(name).filter(|v| !v.is_empty()) {
+                Some(value) => *credential = Some(Secret::new(value.clone())),
+                None => {
+                    return Err(ConfigError::Invalid {
+                        key: key("credentialEnv"),
+                        message: format!("environment variable {name} is not set"),
+                        origin,
+                    })
+                }
+            },
+            (None, None) => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The `mcpAdapter`, `admin`, `telemetry` and `consumers` sections: the other roles' settings.
+//! Types, defaults and derived values only; loading is in `load.rs`, checks in `validate.rs`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::secret::Secret;
+
+/// `mcpAdapter`: the MCP role (Streamable HTTP JSON-RPC on `/mcp`). The chart's `autoscaling`,
+/// `replicaCount` and `resources` are not application config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct McpAdapterConfig {
+    /// Port of the MCP listener (default 8080).
+    pub port: u16,
+    /// IP address the MCP listener binds. Unset: the gateway's listen address (see
+    /// `gateway.listenAddress`).
+    pub listen_address: Option<IpAddr>,
+    /// Upstream MCP servers whose tools are offered (as `server/tool`) and metered.
+    pub servers: Vec<McpServer>,
+}
+
+impl Default for McpAdapterConfig {
+    fn default() -> Self {
+        Self {
+            port: 8080,
+            listen_address: None,
+            servers: Vec::new(),
+        }
+    }
+}
+
+/// One entry of `mcpAdapter.servers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct McpServer {
+    /// Server name: the `server` of `mcp:server/tool` in prices and allowlists. Unique.
+    pub name: String,
+    /// Streamable HTTP endpoint of the server, `http://` or `https://`.
+    pub url: String,
+    /// File holding a bearer credential sent to the server (exclusive with `credentialEnv`).
+    pub credential_file: Option<PathBuf>,
+    /// Name of the environment variable holding that credential; it must be set at load time.
+    pub credential_env: Option<String>,
+    /// The credential read from `credentialFile` or `credentialEnv` at load time.
+    #[serde(skip)]
+    pub(crate) credential: Option<Secret>,
+}
+
+impl McpServer {
+    /// The bearer credential for the server, read at load time.
+    pub fn credential(&self) -> Option<&Secret> {
+        self.credential.as_ref()
+    }
+
+    /// A server with every key present: the template for checking list items' keys.
+    pub(crate) fn template() -> Self {
+        Self {
+            name: "x".into(),
+            url: "https://example.com".into(),
+            credential_file: None,
+            credential_env: None,
+            credential: None,
+        }
+    }
+}
+
+/// `admin`: the admin HTTP API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct AdminConfig {
+    /// Port of the admin API (default 8081; the seeds' local Schema Registry also uses 8081).
+    pub port: u16,
+    /// IP address the admin API binds (default `127.0.0.1`). A non-loopback address requires
+    /// `token` or `tokenFile`.
+    pub listen_address: IpAddr,
+    /// Bearer token required by the admin API.
+    pub token: Option<Secret>,
+    /// File holding the bearer token (exclusive with `token`).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            port: 8081,
+            listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    #[default]
+    Text,
+    /// One JSON object per line (containers).
+    Json,
+}
+
+/// `telemetry`: the one `/metrics` `/health` `/ready` listener per process, and logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct TelemetryConfig {
+    /// Port of the telemetry listener. Unset: `gateway.service.metricsPort` (9090), or
+    /// `consumers.metricsAggregator.metricsPort` (9091) in a process running only the metrics role.
+    pub port: Option<u16>,
+    /// IP address the telemetry listener binds. Unset: the gateway's listen address.
+    pub listen_address: Option<IpAddr>,
+    /// `text` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+/// `consumers`: the ledger, metrics and audit roles. The chart's `replicaCount` is not
+/// application config.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConsumersConfig {
+    /// The ledger role.
+    pub ledger_writer: LedgerWriterConfig,
+    /// The metrics role.
+    pub metrics_aggregator: MetricsAggregatorConfig,
+    /// The audit role. The seeds' top-level `auditLogger` block is read into this one.
+    pub audit_logger: AuditLoggerConfig,
+}
+
+/// `consumers.ledgerWriter`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct LedgerWriterConfig {
+    /// Whether `--role all` starts the ledger role (default true); `--role ledger` always does.
+    pub enabled: bool,
+    /// Merkle batching and signing.
+    pub merkle: MerkleConfig,
+}
+
+impl Default for LedgerWriterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            merkle: MerkleConfig::default(),
+        }
+    }
+}
+
+/// `consumers.ledgerWriter.merkle`. The chart's `signingKeySecretName` is not application
+/// config: the chart mounts the secret and renders `signingKeyFile`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct MerkleConfig {
+    /// Events per sealed batch (default 1000).
+    pub batch_size_limit: u32,
+    /// Seconds after which a non-empty batch is sealed even if not full (default 300).
+    pub batch_timeout_seconds: u64,
+    /// PEM ECDSA P-256 private key (SEC1 or PKCS#8) that signs batch headers. Unset: the
+    /// ledger role keeps a key under `dataDir` (embedded default).
+    pub signing_key_file: Option<PathBuf>,
+}
+
+impl Default for MerkleConfig {
+    fn default() -> Self {
+        Self {
+            batch_size_limit: 1000,
+            batch_timeout_seconds: 300,
+            signing_key_file: None,
+        }
+    }
+}
+
+/// `consumers.metricsAggregator`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricsAggregatorConfig {
+    /// Whether `--role all` starts the metrics role (default true); `--role metrics` always does.
+    pub enabled: bool,
+    /// Telemetry port of a process that runs only the metrics role (default 9091).
+    pub metrics_port: u16,
+}
+
+impl Default for MetricsAggregatorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            metrics_port: 9091,
+        }
+    }
+}
+
+/// Audit log export format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// One JSON object per record.
+    Json,
+    /// RFC 5424 syslog lines.
+    Syslog,
+}
+
+/// `consumers.auditLogger` (also accepted as the seeds' top-level `auditLogger`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuditLoggerConfig {
+    /// Whether `--role all` starts the audit role (default true); `--role audit` always does.
+    pub enabled: bool,
+    /// Days audit records are kept before housekeeping deletes them (default 2555, 7 years).
+    pub retention_days: u32,
+    /// Export formats: `json`, `syslog` (default `[json]`). From env: comma-separated.
+    pub export_formats: Vec<ExportFormat>,
+    /// Export destinations as URIs (`s3://bucket/prefix/`, `syslog://host:514`,
+    /// `file:///path`). Empty (default): records stay in the store only.
+    pub destinations: Vec<String>,
+}
+
+impl Default for AuditLoggerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: 2555,
+            export_formats: vec![ExportFormat::Json],
+            destinations: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Small HTTP plumbing shared by every listener: the accept loop with graceful shutdown, JSON
+//! responses, and bounded body reads. No routing and no business rules.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Response body of every Caracal-generated response.
+pub type Body = Full<Bytes>;
+
+/// How long in-flight connections get to finish after shutdown is requested.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A shutdown signal that every listener and loop watches.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Resolves once shutdown has been requested (or the sender is gone).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Serves `handler` on `listener` until shutdown, then lets open connections finish for up
+/// to `SHUTDOWN_GRACE`.
+pub async fn serve<H, F>(listener: TcpListener, handler: H, mut shutdown: Shutdown)
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.wait() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = Arc::clone(&handler);
+        let mut conn_shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let handler = Arc::clone(&handler);
+                async move { Ok::<_, Infallible>(handler(req, peer).await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                () = conn_shutdown.wait() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// A JSON response with the given status.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Serializes `value` as a JSON response.
+pub fn json_of<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_value(value) {
+        Ok(v) => json(status, &v),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// The one shape of every error Caracal answers itself:
+/// `{"error": {"type", "code", "message"}}` (OpenAI-style, so SDKs surface it).
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let kind = if status.is_server_error() {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    json(
+        status,
+        &serde_json::json!({ "error": { "type": kind, "code": code, "message": message } }),
+    )
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(usize),
+    #[error("cannot read request body: {0}")]
+    Read(String),
+}
+
+/// Reads a request body of at most `bytes_max` bytes.
+pub async fn read_body(body: Incoming, bytes_max: usize) -> Result<Bytes, BodyError> {
+    match Limited::new(body, bytes_max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(BodyError::TooLarge(bytes_max))
+        }
+        Err(e) => Err(BodyError::Read(e.to_string())),
+    }
+}
+
+/// Binds a TCP listener, naming the address in the error.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}

@@ -1,0 +1,183 @@
+//! Wiring: which roles a process runs, which adapters back them, and the `serve` lifecycle
+//! (start, log where each listener is, stop gracefully on SIGTERM/SIGINT).
+//! Architecture invariant: this is the only module that names a concrete adapter.
+
+pub mod admin;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::http::Shutdown;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Gateway,
+    Mcp,
+    Ledger,
+    Metrics,
+    Audit,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Gateway,
+        Role::Mcp,
+        Role::Ledger,
+        Role::Metrics,
+        Role::Audit,
+        Role::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::Mcp => "mcp",
+            Role::Ledger => "ledger",
+            Role::Metrics => "metrics",
+            Role::Audit => "audit",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether this build can run the role yet.
+    pub fn available(self) -> bool {
+        matches!(self, Role::Admin)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?}: expected one of gateway, mcp, ledger, metrics, audit, admin, all"))
+    }
+}
+
+/// Resolves `--role` values: empty or `all` means every available role; naming a role this
+/// build cannot run yet is an error rather than a silent no-op.
+pub fn select_roles(requested: &[String]) -> Result<Vec<Role>, String> {
+    if requested.is_empty() || requested.iter().any(|r| r == "all") {
+        return Ok(Role::ALL.into_iter().filter(|r| r.available()).collect());
+    }
+    let mut roles = Vec::new();
+    for text in requested {
+        let role: Role = text.parse()?;
+        if !role.available() {
+            return Err(format!("role {role} is not implemented in this build yet"));
+        }
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    roles.sort();
+    Ok(roles)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the configured system of record: the embedded SQLite file unless Postgres is set.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    if config.postgresql.is_configured() {
+        return Err(ServeError::Config(
+            "postgresql is configured, but this build has only the embedded store; \
+             unset postgresql.* / DB_* to use the embedded SQLite store"
+                .into(),
+        ));
+    }
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir))
+        .await
+        .map_err(|e| ServeError::Config(format!("store open task failed: {e}")))??;
+    Ok(Arc::new(store))
+}
+
+/// Runs the given roles until SIGTERM or SIGINT.
+pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
+    let metrics = crate::telemetry::init_metrics().map_err(ServeError::Config)?;
+    let store = open_store(&config).await?;
+    let (stop, shutdown) = Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut checks = Vec::new();
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    tracing::info!(roles = ?names, data_dir = %config.data_dir.display(), "caracal starting");
+
+    let store_for_check = Arc::clone(&store);
+    checks.push(crate::telemetry::ready_check("store", move || {
+        let store = Arc::clone(&store_for_check);
+        async move { store.ping().await.map_err(|e| e.to_string()) }
+    }));
+
+    for role in &roles {
+        match role {
+            Role::Admin => {
+                let admin = admin::AdminServer::prepare(&config, Arc::clone(&store)).await?;
+                tasks.spawn(admin.run(shutdown.clone()));
+            }
+            other => {
+                return Err(ServeError::Config(format!(
+                    "role {other} is not implemented yet"
+                )))
+            }
+        }
+    }
+
+    let telemetry_addr = config.telemetry_addr(roles == [Role::Metrics]);
+    tasks.spawn(crate::telemetry::serve(
+        telemetry_addr,
+        metrics,
+        checks,
+        shutdown.clone(),
+    ));
+
+    let outcome = tokio::select! {
+        () = wait_for_signal() => {
+            tracing::info!("shutdown requested; finishing in-flight work");
+            Ok(())
+        }
+        Some(joined) = tasks.join_next() => match joined {
+            Ok(Ok(())) => Err(ServeError::Config("a listener stopped unexpectedly".into())),
+            Ok(Err(e)) => Err(ServeError::Io(e)),
+            Err(e) => Err(ServeError::Config(format!("a role task failed: {e}"))),
+        },
+    };
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("caracal stopped");
+    outcome
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

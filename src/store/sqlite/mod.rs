@@ -1,0 +1,352 @@
+//! The embedded store: one SQLite file in WAL mode, its own migrations, one connection behind a
+//! mutex, every call on the blocking pool. SQL and row mapping live in `agents.rs` and
+//! `policies.rs`; this file owns the connection, migrations and the trait wiring only.
+
+mod agents;
+mod policies;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::{
+    AgentFilter, AgentPatch, ApiKeyId, ApiKeyInfo, Audit, ChainPolicies, NewAgent, NewApiKey,
+    OutboxRecord, PolicyVersion, Store, StoreError,
+};
+use crate::core::agent::{Agent, AgentId, AgentStatus};
+use crate::core::policy::{BudgetPolicy, PolicyId, PolicySpec};
+use crate::core::pricing::{PriceEntry, Pricebook};
+
+/// How long a writer waits for another process (the CLI beside a server) to release the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// File name of the embedded database inside the data directory.
+pub const DB_FILE: &str = "caracal.db";
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../../migrations/sqlite/0001_init.sql"),
+)];
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/caracal.db` and applies pending migrations.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = Connection::open(&path).map_err(unavailable)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(unavailable)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in a write transaction on the blocking pool; commits on Ok.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        run_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| poisoned())?;
+            let tx = guard
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let value = f(&tx)?;
+            tx.commit().map_err(map_err)?;
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Runs `f` in a read transaction (one consistent snapshot) on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        run_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| poisoned())?;
+            let tx = guard
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(map_err)?;
+            f(&tx)
+        })
+        .await
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(unavailable)?;
+    for (version, name, sql) in MIGRATIONS {
+        let applied: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(unavailable)?;
+        if applied.is_none() {
+            tx.execute_batch(sql).map_err(unavailable)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                rusqlite::params![version, name, micros(Utc::now())],
+            )
+            .map_err(unavailable)?;
+        }
+    }
+    tx.commit().map_err(unavailable)
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Unavailable("store connection poisoned by an earlier panic".into())
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Maps SQLite errors: constraint violations are conflicts, everything else unavailability.
+fn map_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(code, _)
+            if code.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict(e.to_string())
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn from_micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::<Utc>::from_timestamp_micros(value)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {value} out of range")))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_agent(&self, new: NewAgent, audit: &Audit) -> Result<Agent, StoreError> {
+        let audit = audit.clone();
+        self.write(move |tx| agents::create(tx, &new, &audit)).await
+    }
+
+    async fn get_agent(&self, id: AgentId) -> Result<Option<Agent>, StoreError> {
+        self.read(move |tx| agents::get(tx, id)).await
+    }
+
+    async fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<Agent>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |tx| agents::list(tx, &filter)).await
+    }
+
+    async fn update_agent(
+        &self,
+        id: AgentId,
+        patch: AgentPatch,
+        at: DateTime<Utc>,
+        audit: &Audit,
+    ) -> Result<Agent, StoreError> {
+        let audit = audit.clone();
+        self.write(move |tx| agents::update(tx, id, &patch, at, &audit))
+            .await
+    }
+
+    async fn set_agent_status(
+        &self,
+        id: AgentId,
+        status: AgentStatus,
+        at: DateTime<Utc>,
+        audit: &Audit,
+    ) -> Result<Agent, StoreError> {
+        let audit = audit.clone();
+        self.write(move |tx| agents::set_status(tx, id, status, at, &audit))
+            .await
+    }
+
+    async fn create_api_key(
+        &self,
+        key: NewApiKey,
+        audit: &Audit,
+    ) -> Result<ApiKeyInfo, StoreError> {
+        let audit = audit.clone();
+        self.write(move |tx| agents::create_key(tx, &key, &audit))
+            .await
+    }
+
+    async fn list_api_keys(
+        &self,
+        agent_id: Option<AgentId>,
+    ) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        self.read(move |tx| agents::list_keys(tx, agent_id)).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: ApiKeyId,
+        at: DateTime<Utc>,
+        audit: &Audit,
+    ) -> Result<ApiKeyInfo, StoreError> {
+        let audit = audit.clone();
+        self.write(move |tx| agents::revoke_key(tx, id, at, &audit))
+            .await
+    }
+
+    async fn find_api_key(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyInfo>, StoreError> {
+        let hash = *hash;
+        self.read(move |tx| agents::find_key(tx, &hash)).await
+    }
+
+    async fn create_policy(
+        &self,
+        id: PolicyId,
+        agent_id: AgentId,
+        spec: PolicySpec,
+        at: DateTime<Utc>,
+        audit: &Audit,
+    ) -> Result<BudgetPolicy, StoreError> {
+        let audit = audit.clone();
+        self.write(move |tx| policies::create(tx, id, agent_id, &spec, at, &audit))
+            .await
+    }
+
+    async fn get_policy(&self, id: PolicyId) -> Result<Option<BudgetPolicy>, StoreError> {
+        self.read(move |tx| policies::get(tx, id)).await
+    }
+
+    async fn list_policies(
+        &self,
+        agent_id: Option<AgentId>,
+    ) -> Result<Vec<BudgetPolicy>, StoreError> {
+        self.read(move |tx| policies::list(tx, agent_id)).await
+    }
+
+    async fn update_policy(
+        &self,
+        id: PolicyId,
+        spec: PolicySpec,
+        expected_version: Option<i64>,
+        at: DateTime<Utc>,
+        audit: &Audit,
+    ) -> Result<BudgetPolicy, StoreError> {
+        let audit = audit.clone();
+        self.write(move |tx| policies::update(tx, id, &spec, expected_version, at, &audit))
+            .await
+    }
+
+    async fn delete_policy(
+        &self,
+        id: PolicyId,
+        at: DateTime<Utc>,
+        audit: &Audit,
+    ) -> Result<BudgetPolicy, StoreError> {
+        let audit = audit.clone();
+        self.write(move |tx| policies::delete(tx, id, at, &audit))
+            .await
+    }
+
+    async fn policy_history(&self, id: PolicyId) -> Result<Vec<PolicyVersion>, StoreError> {
+        self.read(move |tx| policies::history(tx, id)).await
+    }
+
+    async fn load_chain(&self, agent_id: AgentId) -> Result<Option<ChainPolicies>, StoreError> {
+        self.read(move |tx| policies::load_chain(tx, agent_id))
+            .await
+    }
+
+    async fn set_prices(
+        &self,
+        entries: Vec<PriceEntry>,
+        at: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        self.write(move |tx| policies::set_prices(tx, &entries, at))
+            .await
+    }
+
+    async fn pricebook(&self) -> Result<Pricebook, StoreError> {
+        self.read(policies::pricebook).await
+    }
+
+    async fn list_prices(&self) -> Result<Vec<PriceEntry>, StoreError> {
+        self.read(policies::list_prices).await
+    }
+
+    async fn outbox_after(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.read(move |tx| policies::outbox_after(tx, after_id, limit))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|tx| tx.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
+            .await
+    }
+}
+
+/// Appends an admin event to the outbox inside the caller's transaction.
+fn push_outbox(
+    tx: &rusqlite::Transaction<'_>,
+    event: &crate::core::events::AdminEvent,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_string(event).map_err(|e| corrupt("outbox event", e))?;
+    tx.execute(
+        "INSERT INTO outbox (event, created_at) VALUES (?1, ?2)",
+        rusqlite::params![json, micros(at)],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Integration tests: one binary, one module per behaviour, all against the real `caracal`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+
+mod admin_api;
+mod avro_interop;
+mod cli_admin;
+mod cli_errors;
+mod config_cli;
+mod serve_lifecycle;
