@@ -298,9 +298,9 @@ fn fold_audit_alias(dict: &mut Dict, origin: &Origin) -> Result<(), ConfigError>
             }
             Ok(())
         }
-        (_, alias) => Err(invalid(
+        _ => Err(invalid(
             &[AUDIT_ALIAS.to_owned()],
-            &format!("expected a mapping of keys, found {}", alias.to_actual()),
+            "auditLogger and consumers.auditLogger must both be mappings of keys",
             origin,
         )),
     }

@@ -1,2 +1,230 @@
-//! Errors are one line naming the key path and the origin of the value.
+//! Errors are one line naming the key path and where the value came from (file or env var).
 #![allow(clippy::unwrap_used)]
+
+use super::{error_line, load_env, load_yaml, YamlFile};
+use crate::config::load_with_env;
+
+#[test]
+fn an_unknown_file_key_names_its_path_and_the_file() {
+    let file = YamlFile::new("gateway:\n  foo: 1\n");
+    let line = error_line(load_with_env(
+        Some(&file.path()),
+        Vec::<(String, String)>::new(),
+    ));
+    assert_eq!(
+        line,
+        format!(
+            "invalid config: unknown key \"gateway.foo\" in {}",
+            file.path().display()
+        )
+    );
+}
+
+#[test]
+fn an_unknown_key_with_a_near_spelling_gets_a_hint() {
+    let line = error_line(load_yaml(
+        "gateway:\n  config:\n    policyCacheTtl: 5\n",
+        &[],
+    ));
+    assert!(
+        line.contains("unknown key \"gateway.config.policyCacheTtl\""),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("(did you mean \"policyCacheTTL\"?)"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_unknown_key_inside_a_list_item_names_its_index() {
+    let yaml = "mcpAdapter:\n  servers:\n    - name: fs\n      url: http://fs:3000/mcp\n      headers: {}\n";
+    let line = error_line(load_yaml(yaml, &[]));
+    assert!(
+        line.contains("unknown key \"mcpAdapter.servers[0].headers\""),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_unknown_env_key_is_an_error_like_an_unknown_file_key() {
+    let line = error_line(load_env(&[("CARACAL_GATEWAY__FOO", "1")]));
+    assert_eq!(
+        line,
+        "invalid config: unknown key \"gateway.foo\" (from env CARACAL_GATEWAY__FOO)"
+    );
+    let line = error_line(load_env(&[("CARACAL_DATA_DIR__X", "1")]));
+    assert!(line.contains("\"dataDir.x\""), "{line}");
+}
+
+#[test]
+fn a_wrong_type_from_env_names_key_expectation_value_and_variable() {
+    let var = "CARACAL_GATEWAY__CONFIG__MAXCONCURRENTREQUESTS";
+    let line = error_line(load_env(&[(var, "many")]));
+    assert_eq!(
+        line,
+        format!(
+            "invalid config: gateway.config.maxConcurrentRequests: expected an integer from 0 to 4294967295, found string \"many\" (from env {var})"
+        )
+    );
+}
+
+#[test]
+fn a_wrong_type_in_the_file_names_key_and_file() {
+    let file = YamlFile::new("gateway:\n  config:\n    maxConcurrentRequests: many\n");
+    let line = error_line(load_with_env(
+        Some(&file.path()),
+        Vec::<(String, String)>::new(),
+    ));
+    assert!(
+        line.starts_with(
+            "invalid config: gateway.config.maxConcurrentRequests: expected an integer"
+        ),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(&format!("in {}", file.path().display())),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_out_of_range_port_is_refused() {
+    let line = error_line(load_env(&[("DB_PORT", "70000")]));
+    assert!(
+        line.contains("postgresql.port: expected an integer from 0 to 65535"),
+        "{line}"
+    );
+    assert!(line.ends_with("(from env DB_PORT)"), "{line}");
+    let line = error_line(load_yaml("admin:\n  port: 0\n", &[]));
+    assert!(
+        line.contains("admin.port: must be a port from 1 to 65535 in "),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_unknown_enum_value_lists_the_accepted_ones() {
+    let line = error_line(load_yaml("gateway:\n  authMode: oauth\n", &[]));
+    assert!(line.contains("gateway.authMode: unknown value \"oauth\", expected one of \"jwt\", \"mtls\", \"api_key\""), "{line}");
+    let line = error_line(load_yaml(
+        "postgresql:\n  ssl:\n    mode: verify_full\n",
+        &[],
+    ));
+    assert!(line.contains("\"verify-full\""), "{line}");
+}
+
+#[test]
+fn invalid_yaml_names_the_file_line_and_column() {
+    let file = YamlFile::new("gateway:\n  config:\n    maxConcurrentRequests: [\n");
+    let line = error_line(load_with_env(
+        Some(&file.path()),
+        Vec::<(String, String)>::new(),
+    ));
+    let at = format!("invalid config: {}:4:1: ", file.path().display());
+    assert!(line.starts_with(&at), "{line}");
+    let line = error_line(load_yaml("gateway:\n\tauthMode: jwt\n", &[]));
+    assert!(line.contains(".yaml:2:"), "{line}");
+}
+
+#[test]
+fn a_top_level_that_is_not_a_mapping_is_refused() {
+    let line = error_line(load_yaml("- gateway\n", &[]));
+    assert!(line.contains("the top level must be a mapping"), "{line}");
+}
+
+#[test]
+fn a_missing_required_route_key_is_named() {
+    let line = error_line(load_yaml(
+        "gateway:\n  routes:\n    - prefix: /x\n      upstream: https://x\n",
+        &[],
+    ));
+    assert!(
+        line.contains("gateway.routes[0]: missing required key \"provider\""),
+        "{line}"
+    );
+}
+
+#[test]
+fn checks_route_prefixes_and_upstreams() {
+    let route = |prefix: &str, upstream: &str| {
+        format!("gateway:\n  routes:\n    - prefix: {prefix}\n      upstream: {upstream}\n      provider: openai\n")
+    };
+    let line = error_line(load_yaml(&route("openai", "https://api.openai.com"), &[]));
+    assert!(
+        line.contains("gateway.routes[0].prefix: must start with '/'"),
+        "{line}"
+    );
+    let line = error_line(load_yaml(&route("/openai", "ftp://api.openai.com"), &[]));
+    assert!(
+        line.contains(
+            "gateway.routes[0].upstream: must be a URL starting with http:// or https://"
+        ),
+        "{line}"
+    );
+    let two = format!(
+        "{}{}",
+        route("/a", "https://a"),
+        "    - {prefix: /a, upstream: 'https://b', provider: generic}\n"
+    );
+    let line = error_line(load_yaml(&two, &[]));
+    assert!(
+        line.contains("gateway.routes[1].prefix: /a is used by another route"),
+        "{line}"
+    );
+}
+
+#[test]
+fn checks_limits_and_auth_coherence() {
+    let line = error_line(load_env(&[(
+        "CARACAL_GATEWAY__CONFIG__REQUEST_TIMEOUT",
+        "0",
+    )]));
+    assert!(
+        line.contains("gateway.config.requestTimeout: must be greater than 0"),
+        "{line}"
+    );
+    let line = error_line(load_yaml("gateway:\n  authMode: jwt\n", &[]));
+    assert!(
+        line.contains("gateway.jwt: authMode jwt needs gateway.jwt.publicKeyFile or jwksFile"),
+        "{line}"
+    );
+    let line = error_line(load_yaml("gateway:\n  authMode: mtls\n", &[]));
+    assert!(line.contains("gateway.authMode: mtls needs TLS"), "{line}");
+    let line = error_line(load_yaml("kafka:\n  brokers: [kafka]\n", &[]));
+    assert!(
+        line.contains("kafka.brokers[0]: must be host:port"),
+        "{line}"
+    );
+    let line = error_line(load_yaml(
+        "kafka:\n  security:\n    protocol: SASL_SSL\n",
+        &[],
+    ));
+    assert!(
+        line.contains("kafka.security.saslMechanism: required"),
+        "{line}"
+    );
+    let line = error_line(load_yaml(
+        "kafka:\n  config:\n    minInsyncReplicas: 4\n",
+        &[],
+    ));
+    assert!(line.contains("kafka.config.minInsyncReplicas"), "{line}");
+    let line = error_line(load_env(&[("CARACAL_ADMIN__LISTEN_ADDRESS", "0.0.0.0")]));
+    assert!(
+        line.contains("admin.token: the admin API on 0.0.0.0 needs admin.token"),
+        "{line}"
+    );
+}
+
+#[test]
+fn url_and_host_are_alternatives() {
+    let line = error_line(load_env(&[
+        ("CARACAL_POSTGRESQL__URL", "postgres://u:pw@db/caracal"),
+        ("DB_HOST", "db"),
+    ]));
+    assert!(
+        line.contains("postgresql.url: set postgresql.url or postgresql.host, not both"),
+        "{line}"
+    );
+    assert!(!line.contains("pw@"), "{line}");
+}

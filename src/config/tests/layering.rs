@@ -278,3 +278,22 @@ fn the_rendered_config_loads_back_to_the_same_config() {
     assert_eq!(again.gateway, config.gateway);
     assert_eq!(again.kafka, config.kafka);
 }
+
+#[test]
+fn an_env_list_replaces_the_files_list() {
+    let yaml = "kafka:\n  brokers: [a:9092, b:9092]\n";
+    let config = load_yaml(yaml, &[("CARACAL_KAFKA__BROKERS", "c:9092")]).unwrap();
+    assert_eq!(config.kafka.brokers, vec!["c:9092"]);
+}
+
+#[test]
+fn a_config_built_in_code_is_checked_by_validate() {
+    let mut config = Config::default();
+    assert!(config.validate().is_ok());
+    config.gateway.config.max_concurrent_requests = 0;
+    let line = config.validate().unwrap_err().to_string();
+    assert_eq!(
+        line,
+        "invalid config: gateway.config.maxConcurrentRequests: must be greater than 0"
+    );
+}
