@@ -16,6 +16,7 @@ command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v gcc >/dev/null || missing+=(gcc)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   command -v apt-get >/dev/null || die "need ${missing[*]} but apt-get is not available"
@@ -36,7 +37,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$venv/bin/python" -m pip install -q -r "$requirements"
   echo "$want" > "$stamp"
 fi
-"$venv/bin/python" -c 'import fastavro' || die "fastavro is not importable from .venv"
+"$venv/bin/python" -c "import fastavro, openai, anthropic" || die "the Python clients are not importable from .venv"
 export CARACAL_PYTHON="$venv/bin/python"
 
 # --- Rust ------------------------------------------------------------------------------------

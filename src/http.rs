@@ -38,12 +38,28 @@ impl Shutdown {
     }
 }
 
-/// Serves `handler` on `listener` until shutdown, then lets open connections finish for up
-/// to `SHUTDOWN_GRACE`.
-pub async fn serve<H, F>(listener: TcpListener, handler: H, mut shutdown: Shutdown)
-where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+/// Longest a TLS handshake may take before the connection is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a handler knows about the connection a request came on.
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// The client's certificate chain, verified by the TLS acceptor (mTLS), if it sent one.
+    pub peer_certificates: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
+}
+
+/// Serves `handler` on `listener` (over TLS when `tls` is given) until shutdown, then lets
+/// open connections finish for up to `SHUTDOWN_GRACE`.
+pub async fn serve<H, F, B>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: H,
+    mut shutdown: Shutdown,
+) where
+    H: Fn(Request<Incoming>, Arc<Conn>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let handler = Arc::new(handler);
     let mut connections = tokio::task::JoinSet::new();
@@ -61,24 +77,34 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = Arc::clone(&handler);
-        let mut conn_shutdown = shutdown.clone();
+        let conn_shutdown = shutdown.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let handler = Arc::clone(&handler);
-                async move { Ok::<_, Infallible>(handler(req, peer).await) }
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
+            match tls {
+                None => {
+                    let conn = Arc::new(Conn {
+                        peer,
+                        peer_certificates: None,
+                    });
+                    serve_connection(TokioIo::new(stream), conn, handler, conn_shutdown).await;
                 }
-                () = conn_shutdown.wait() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    let Ok(Ok(tls_stream)) = handshake else {
+                        tracing::debug!(%peer, "TLS handshake failed or timed out");
+                        return;
+                    };
+                    let peer_certificates = tls_stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect());
+                    let conn = Arc::new(Conn {
+                        peer,
+                        peer_certificates,
+                    });
+                    serve_connection(TokioIo::new(tls_stream), conn, handler, conn_shutdown).await;
                 }
             }
         });
@@ -88,6 +114,39 @@ where
         while connections.join_next().await.is_some() {}
     })
     .await;
+}
+
+async fn serve_connection<I, H, F, B>(
+    io: I,
+    conn: Arc<Conn>,
+    handler: Arc<H>,
+    mut shutdown: Shutdown,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, Arc<Conn>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let handler = Arc::clone(&handler);
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, Infallible>(handler(req, conn).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        () = shutdown.wait() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// A JSON response with the given status.

@@ -105,7 +105,8 @@ pub async fn serve(
     let checks = Arc::new(checks);
     http::serve(
         listener,
-        move |req, _peer| {
+        None,
+        move |req, _conn| {
             let handle = handle.clone();
             let checks = Arc::clone(&checks);
             async move { route(req.method(), req.uri().path(), &handle, &checks).await }

@@ -51,6 +51,20 @@ pub struct Usage {
 }
 
 impl Price {
+    /// A price of zero for everything: used only when `gateway.unknownPrice: allow` lets an
+    /// unpriced call through, so its tokens are still metered.
+    pub fn free(currency: Currency) -> Price {
+        Price {
+            currency,
+            input_per_mtok: Micros::ZERO,
+            cached_input_per_mtok: Micros::ZERO,
+            cache_write_per_mtok: Micros::ZERO,
+            output_per_mtok: Micros::ZERO,
+            per_call: Micros::ZERO,
+            max_output_tokens: None,
+        }
+    }
+
     /// Cost of `usage`, rounded up to the next micro-unit once, over the exact sum.
     pub fn cost(&self, usage: &Usage) -> Result<Micros, MoneyError> {
         let terms = [

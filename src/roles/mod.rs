@@ -3,13 +3,18 @@
 //! Architecture invariant: this is the only module that names a concrete adapter.
 
 pub mod admin;
+pub mod gateway;
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::bus::local::{LocalBus, LocalBusLimits};
+use crate::bus::EventBus;
 use crate::config::Config;
 use crate::http::Shutdown;
+use crate::spend::local::{LocalLimits, LocalSpend};
+use crate::spend::SpendCache;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -46,7 +51,7 @@ impl Role {
 
     /// Whether this build can run the role yet.
     pub fn available(self) -> bool {
-        matches!(self, Role::Admin)
+        matches!(self, Role::Admin | Role::Gateway)
     }
 }
 
@@ -112,6 +117,38 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     Ok(Arc::new(store))
 }
 
+/// Opens the event bus: the embedded log unless Kafka is configured.
+pub async fn open_bus(config: &Config) -> Result<Arc<dyn EventBus>, ServeError> {
+    if config.kafka.is_configured() {
+        return Err(ServeError::Config(
+            "kafka is configured, but this build has only the embedded event log; unset kafka.brokers".into(),
+        ));
+    }
+    let data_dir = config.data_dir.clone();
+    let bus =
+        tokio::task::spawn_blocking(move || LocalBus::open(&data_dir, LocalBusLimits::default()))
+            .await
+            .map_err(|e| ServeError::Config(format!("event log open task failed: {e}")))?
+            .map_err(|e| ServeError::Config(format!("event log: {e}")))?;
+    Ok(Arc::new(bus))
+}
+
+/// Opens the spend cache: in-process (with its journal) unless Redis is configured.
+pub async fn open_spend(config: &Config) -> Result<Arc<dyn SpendCache>, ServeError> {
+    if config.redis.is_configured() {
+        return Err(ServeError::Config(
+            "redis is configured, but this build has only the in-process spend cache; unset redis.*".into(),
+        ));
+    }
+    let data_dir = config.data_dir.clone();
+    let spend =
+        tokio::task::spawn_blocking(move || LocalSpend::open(&data_dir, LocalLimits::default()))
+            .await
+            .map_err(|e| ServeError::Config(format!("spend cache open task failed: {e}")))?
+            .map_err(|e| ServeError::Config(format!("spend cache: {e}")))?;
+    Ok(Arc::new(spend))
+}
+
 /// Runs the given roles until SIGTERM or SIGINT.
 pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
     let metrics = crate::telemetry::init_metrics().map_err(ServeError::Config)?;
@@ -128,11 +165,47 @@ pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
         async move { store.ping().await.map_err(|e| e.to_string()) }
     }));
 
+    let bus = open_bus(&config).await?;
+    let bus_for_check = Arc::clone(&bus);
+    checks.push(crate::telemetry::ready_check("event_bus", move || {
+        let bus = Arc::clone(&bus_for_check);
+        async move { bus.ping().await.map_err(|e| e.to_string()) }
+    }));
+    // The outbox relay carries admin changes (CLI or API) to the bus: cache invalidation and
+    // the audit trail. One per process that serves admin or gateway.
+    if roles
+        .iter()
+        .any(|r| matches!(r, Role::Admin | Role::Gateway))
+    {
+        let relay = crate::bus::relay::run(
+            Arc::clone(&store),
+            Arc::clone(&bus),
+            crate::bus::relay::RelayConfig::default(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            relay.await;
+            Ok(())
+        });
+    }
     for role in &roles {
         match role {
             Role::Admin => {
-                let admin = admin::AdminServer::prepare(&config, Arc::clone(&store)).await?;
+                let admin =
+                    admin::AdminServer::prepare(&config, Arc::clone(&store), Arc::clone(&bus))
+                        .await?;
                 tasks.spawn(admin.run(shutdown.clone()));
+            }
+            Role::Gateway => {
+                let spend = open_spend(&config).await?;
+                let gateway = gateway::GatewayServer::prepare(
+                    &config,
+                    Arc::clone(&store),
+                    spend,
+                    Arc::clone(&bus),
+                )
+                .await?;
+                tasks.spawn(gateway.run(shutdown.clone()));
             }
             other => {
                 return Err(ServeError::Config(format!(
@@ -163,6 +236,9 @@ pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
     };
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
+    if let Err(e) = bus.close().await {
+        tracing::error!(error = %e, "event log did not close cleanly");
+    }
     tracing::info!("caracal stopped");
     outcome
 }

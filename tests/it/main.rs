@@ -8,4 +8,7 @@ mod avro_interop;
 mod cli_admin;
 mod cli_errors;
 mod config_cli;
+mod gateway;
+mod gateway_auth;
+mod sdk;
 mod serve_lifecycle;

@@ -9,7 +9,7 @@ mod records;
 mod schemas;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use apache_avro::types::Value;
 

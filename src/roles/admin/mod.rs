@@ -13,6 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use super::ServeError;
+use crate::bus::EventBus;
 use crate::config::Config;
 use crate::http::{self, Body, Shutdown};
 use crate::ops::Ops;
@@ -32,6 +33,7 @@ pub struct AdminServer {
 
 struct State {
     ops: Ops,
+    bus: Arc<dyn EventBus>,
     token: String,
 }
 
@@ -41,6 +43,7 @@ impl AdminServer {
     pub async fn prepare(
         config: &Config,
         store: Arc<dyn Store>,
+        bus: Arc<dyn EventBus>,
     ) -> Result<AdminServer, ServeError> {
         let token = match &config.admin.token {
             Some(token) => token.expose().to_owned(),
@@ -53,6 +56,7 @@ impl AdminServer {
             listener,
             state: Arc::new(State {
                 ops: Ops::new(store),
+                bus,
                 token,
             }),
         })
@@ -62,7 +66,8 @@ impl AdminServer {
         let state = self.state;
         http::serve(
             self.listener,
-            move |req, _peer| {
+            None,
+            move |req, _conn| {
                 let state = Arc::clone(&state);
                 async move { handle(&state, req).await }
             },
@@ -136,7 +141,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             "unauthenticated",
             "missing or wrong admin token: send Authorization: Bearer <admin token>",
         ),
-        _ => routes::route(&state.ops, req).await,
+        _ => routes::route(&state.ops, &state.bus, req).await,
     };
     let status = response.status().as_u16().to_string();
     metrics::counter!("caracal_admin_requests_total", "status" => status).increment(1);

@@ -1,11 +1,14 @@
 //! Admin API routing: method + path → one `ops` call, JSON in and out. Every error is built by
 //! `http::error` from an `OpsError`, so codes and statuses match the CLI's exit paths.
 
+use std::sync::Arc;
+
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::ADMIN_BODY_BYTES_MAX;
+use crate::bus::EventBus;
 use crate::core::agent::AgentStatus;
 use crate::http::{self, Body};
 use crate::ops::{
@@ -16,11 +19,17 @@ use crate::store::Audit;
 
 /// Most outbox events one `GET /v1/outbox` returns.
 const OUTBOX_PAGE_MAX: usize = 1000;
+/// Most events one `GET /v1/events/{topic}` returns.
+const EVENTS_PAGE_MAX: usize = 10_000;
 
 type Reply = Result<Response<Body>, OpsError>;
 
-pub(super) async fn route(ops: &Ops, req: Request<Incoming>) -> Response<Body> {
-    match dispatch(ops, req).await {
+pub(super) async fn route(
+    ops: &Ops,
+    bus: &Arc<dyn EventBus>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    match dispatch(ops, bus, req).await {
         Ok(response) => response,
         Err(e) => {
             let status =
@@ -33,7 +42,7 @@ pub(super) async fn route(ops: &Ops, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-async fn dispatch(ops: &Ops, req: Request<Incoming>) -> Reply {
+async fn dispatch(ops: &Ops, bus: &Arc<dyn EventBus>, req: Request<Incoming>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let query = Query::parse(req.uri().query().unwrap_or(""));
@@ -117,12 +126,54 @@ async fn dispatch(ops: &Ops, req: Request<Incoming>) -> Reply {
                 .collect();
             ok(&events)
         }
+        (&Method::GET, ["v1", "events", topic]) => events(bus, topic, &query).await,
         _ => Ok(http::error(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!("no route {method} {path}"),
         )),
     }
+}
+
+/// `GET /v1/events/{topic}?partition=&offset=&limit=`: decoded events from the bus, in offset
+/// order per partition (every partition when none is given). What a console consumer shows.
+async fn events(bus: &Arc<dyn EventBus>, topic: &str, query: &Query) -> Reply {
+    let partitions =
+        crate::core::events::topic_partitions(topic).ok_or_else(|| OpsError::NotFound {
+            kind: "topic",
+            id: topic.to_owned(),
+        })?;
+    let limit = query.parse_or("limit", 100usize)?.min(EVENTS_PAGE_MAX);
+    let offset = query.parse_or("offset", 0i64)?;
+    let selected: Vec<i32> = match query.get("partition") {
+        Some(_) => vec![query.parse_or("partition", 0i32)?],
+        None => (0..partitions).collect(),
+    };
+    let mut out = Vec::new();
+    for partition in selected {
+        let messages = bus
+            .fetch(topic, partition, offset, limit.saturating_sub(out.len()))
+            .await
+            .map_err(|e| OpsError::Unavailable(format!("event bus: {e}")))?;
+        for message in messages {
+            let decoded = crate::bus::avro::decode_framed(&message.value, |_| None)
+                .map(|d| event_json(&d.event))
+                .unwrap_or_else(|e| serde_json::json!({ "undecodable": e.to_string() }));
+            out.push(decoded);
+        }
+    }
+    ok(&out)
+}
+
+fn event_json(event: &crate::core::events::Event) -> serde_json::Value {
+    use crate::core::events::Event;
+    let value = match event {
+        Event::Metering(e) => serde_json::to_value(e),
+        Event::Decision(e) => serde_json::to_value(e),
+        Event::Lifecycle(e) => serde_json::to_value(e),
+        Event::Change(e) => serde_json::to_value(e),
+    };
+    value.unwrap_or(serde_json::Value::Null)
 }
 
 fn ok<T: serde::Serialize>(value: &T) -> Reply {

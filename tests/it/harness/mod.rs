@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod gateway;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -231,6 +233,12 @@ impl Server {
             }
             std::thread::sleep(POLL_INTERVAL);
         }
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush anything) and waits for it.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit code.

@@ -196,7 +196,7 @@ pub(super) fn change_minimal() -> PolicyChange {
     }
 }
 
-pub(super) fn all_samples() -> Vec<Event> {
+pub(crate) fn all_samples() -> Vec<Event> {
     vec![
         Event::Metering(metering_full()),
         Event::Metering(metering_minimal()),

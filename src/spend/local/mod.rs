@@ -1,0 +1,297 @@
+//! `LocalSpend`, the in-process spend cache of the embedded default: one mutex-guarded state (one
+//! critical section per operation, so N racing reservations for N slots all agree) and a durable
+//! SQLite journal, so kill -9 and restart continue every budget. Names no HTTP, Kafka or Redis.
+//!
+//! Ordering: under the state lock an operation takes a journal queue slot (none free →
+//! `Overloaded`, nothing changed), changes memory, and queues its journal operations; the lock
+//! is released before it waits for the commit. So the journal applies operations in exactly the
+//! order memory did, and an operation is answered `Ok` only once it is committed. If a commit
+//! fails the cache refuses every later call (`Unavailable`) until a restart rebuilds it from the
+//! file, because memory then holds changes that the file lacks.
+
+mod journal;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use self::journal::{Commit, Entry, Failure, Op};
+use self::state::State;
+use super::{HoldId, HoldInfo, ReserveOutcome, ReserveRequest, Settlement, SpendCache, SpendError};
+use crate::core::decision::PolicyUsage;
+use crate::core::money::Micros;
+use crate::core::policy::BudgetPolicy;
+
+/// File name of the spend journal inside the data directory.
+pub const DB_FILE: &str = "spend.db";
+
+/// Every bound of `LocalSpend`. Reaching a memory bound is `SpendError::Full`, a full journal queue
+/// `SpendError::Overloaded`; the gateway answers both with 503.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalLimits {
+    /// Live holds (reservations in flight).
+    pub holds_max: usize,
+    /// Settled (policy, bucket) entries kept in memory, over all policies.
+    pub buckets_max: usize,
+    /// Active policies one hold may charge (the chain's policies together).
+    pub hold_policies_max: usize,
+    /// Longest resource name a hold may carry, in bytes.
+    pub resource_bytes_max: usize,
+    /// Operations waiting for the journal writer.
+    pub journal_queue_max: usize,
+    /// Operations the writer commits in one transaction.
+    pub journal_batch_max: usize,
+    /// Longest wait for an operation's commit before the call fails `Unavailable` (the change
+    /// may still commit later, as it is already in memory).
+    pub commit_timeout_ms: u64,
+    /// Longest wait at open for another connection to release the journal file.
+    pub open_busy_timeout_ms: u64,
+}
+
+impl Default for LocalLimits {
+    fn default() -> Self {
+        LocalLimits {
+            holds_max: 100_000,
+            buckets_max: 1_000_000,
+            hold_policies_max: 256,
+            resource_bytes_max: 512,
+            journal_queue_max: 16_384,
+            journal_batch_max: 1_024,
+            commit_timeout_ms: 5_000,
+            open_busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl LocalLimits {
+    fn validate(&self) -> Result<(), SpendError> {
+        let named = [
+            ("holds_max", self.holds_max),
+            ("buckets_max", self.buckets_max),
+            ("hold_policies_max", self.hold_policies_max),
+            ("resource_bytes_max", self.resource_bytes_max),
+            ("journal_queue_max", self.journal_queue_max),
+            ("journal_batch_max", self.journal_batch_max),
+        ];
+        match named.iter().find(|(_, value)| *value == 0) {
+            Some((name, _)) => Err(SpendError::Invalid(format!("{name} must be at least 1"))),
+            None if self.commit_timeout_ms == 0 => Err(SpendError::Invalid(
+                "commit_timeout_ms must be at least 1".into(),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+pub struct LocalSpend {
+    state: Mutex<State>,
+    queue: mpsc::Sender<Entry>,
+    failure: Failure,
+    writer: JoinHandle<()>,
+    limits: LocalLimits,
+    path: PathBuf,
+}
+
+impl LocalSpend {
+    /// Opens (creating if needed) `<data_dir>/spend.db`, takes it for this process alone, and
+    /// rebuilds settled spend and live holds from it. Holds of a previous process stay live until
+    /// they are settled or expire (then `take_expired` posts them). Blocks while loading.
+    pub fn open(data_dir: &Path, limits: LocalLimits) -> Result<LocalSpend, SpendError> {
+        limits.validate()?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            SpendError::Unavailable(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let conn = journal::open(&path, Duration::from_millis(limits.open_busy_timeout_ms))?;
+        let state = journal::load(&conn)?;
+        if state.holds_len() > limits.holds_max || state.buckets_len() > limits.buckets_max {
+            tracing::warn!(
+                holds = state.holds_len(),
+                buckets = state.buckets_len(),
+                "the spend journal holds more than the configured limits; new holds are refused \
+                 until it drains"
+            );
+        }
+        let (queue, receiver) = mpsc::channel(limits.journal_queue_max);
+        let failure: Failure = Arc::new(OnceLock::new());
+        let writer = journal::spawn_writer(
+            conn,
+            receiver,
+            limits.journal_batch_max,
+            Arc::clone(&failure),
+        )?;
+        Ok(LocalSpend {
+            state: Mutex::new(state),
+            queue,
+            failure,
+            writer,
+            limits,
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn limits(&self) -> &LocalLimits {
+        &self.limits
+    }
+
+    /// Lets the writer commit everything queued, then closes the file. Dropping a `LocalSpend`
+    /// without calling this is safe (every `Ok` was already committed); it only returns sooner.
+    pub async fn close(self) -> Result<(), SpendError> {
+        let LocalSpend { queue, writer, .. } = self;
+        drop(queue);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .map_err(|e| SpendError::Unavailable(format!("journal writer join failed: {e}")))?
+            .map_err(|_| SpendError::Unavailable("journal writer panicked".into()))
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, SpendError> {
+        if let Some(failure) = self.failure.get() {
+            return Err(SpendError::Unavailable(failure.clone()));
+        }
+        self.state
+            .lock()
+            .map_err(|_| SpendError::Unavailable("spend state poisoned by an earlier panic".into()))
+    }
+
+    /// Runs `change` in the critical section with a journal slot already taken, and queues the
+    /// journal operations it produced (even when it then fails: they describe what it did).
+    /// Returns the change's value and, if anything was queued, the commit to wait for.
+    fn submit<T>(
+        &self,
+        change: impl FnOnce(&mut State, &mut Vec<Op>) -> Result<T, SpendError>,
+    ) -> Result<(T, Option<Commit>), SpendError> {
+        let mut state = self.lock()?;
+        let permit = self.queue.try_reserve().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(()) => SpendError::Overloaded {
+                max: self.limits.journal_queue_max,
+            },
+            mpsc::error::TrySendError::Closed(()) => {
+                SpendError::Unavailable("the spend journal writer has stopped".into())
+            }
+        })?;
+        let mut ops = Vec::new();
+        let result = change(&mut state, &mut ops);
+        let commit = if ops.is_empty() {
+            None
+        } else {
+            let (waiter, commit) = oneshot::channel();
+            permit.send(Entry {
+                ops,
+                waiter: Some(waiter),
+            });
+            Some(commit)
+        };
+        drop(state);
+        result.map(|value| (value, commit))
+    }
+
+    /// Waits for a queued change to be committed.
+    async fn committed(&self, commit: Option<Commit>) -> Result<(), SpendError> {
+        let Some(commit) = commit else {
+            return Ok(());
+        };
+        let timeout = Duration::from_millis(self.limits.commit_timeout_ms);
+        match tokio::time::timeout(timeout, commit).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(SpendError::Unavailable(
+                "the spend journal writer stopped before committing".into(),
+            )),
+            Err(_) => Err(SpendError::Unavailable(format!(
+                "the spend journal did not commit within {} ms",
+                self.limits.commit_timeout_ms
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl SpendCache for LocalSpend {
+    async fn reserve(&self, mut req: ReserveRequest) -> Result<ReserveOutcome, SpendError> {
+        // The journal keeps microseconds; memory keeps the same instants, so a reopen is exact.
+        req.now = req.now.trunc_subsecs(6);
+        req.expires_at = req.expires_at.trunc_subsecs(6);
+        let limits = &self.limits;
+        let (outcome, commit) = self.submit(|state, ops| state.reserve(&req, limits, ops))?;
+        self.committed(commit).await?;
+        Ok(outcome)
+    }
+
+    async fn settle(
+        &self,
+        hold: HoldId,
+        actual: Micros,
+        _at: DateTime<Utc>,
+    ) -> Result<Settlement, SpendError> {
+        let (settlement, commit) = self.submit(|state, ops| state.settle(hold, actual, ops))?;
+        self.committed(commit).await?;
+        Ok(settlement)
+    }
+
+    async fn extend(&self, hold: HoldId, expires_at: DateTime<Utc>) -> Result<(), SpendError> {
+        let expires_at = expires_at.trunc_subsecs(6);
+        let ((), commit) = self.submit(|state, ops| state.extend(hold, expires_at, ops))?;
+        self.committed(commit).await
+    }
+
+    async fn take_expired(
+        &self,
+        now: DateTime<Utc>,
+        max: usize,
+    ) -> Result<Vec<HoldInfo>, SpendError> {
+        let (taken, commit) = self.submit(|state, ops| Ok(state.take_expired(now, max, ops)))?;
+        self.committed(commit).await?;
+        Ok(taken)
+    }
+
+    async fn spent(
+        &self,
+        policies: &[BudgetPolicy],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PolicyUsage>, SpendError> {
+        let state = self.lock()?;
+        Ok(policies.iter().map(|p| state.usage(p, now)).collect())
+    }
+
+    async fn list_holds(&self, max: usize) -> Result<Vec<HoldInfo>, SpendError> {
+        Ok(self.lock()?.list_holds(max))
+    }
+
+    async fn ping(&self) -> Result<(), SpendError> {
+        // An empty entry still passes through the writer and a commit: the disk is checked too.
+        let commit = {
+            let _state = self.lock()?;
+            let (waiter, commit) = oneshot::channel();
+            self.queue
+                .try_send(Entry {
+                    ops: Vec::new(),
+                    waiter: Some(waiter),
+                })
+                .map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => SpendError::Overloaded {
+                        max: self.limits.journal_queue_max,
+                    },
+                    mpsc::error::TrySendError::Closed(_) => {
+                        SpendError::Unavailable("the spend journal writer has stopped".into())
+                    }
+                })?;
+            commit
+        };
+        self.committed(Some(commit)).await
+    }
+}

@@ -1,0 +1,181 @@
+//! Gateway fixtures: the mock upstream binary, a gateway process wired to it with one route per
+//! provider, and an agent tree with keys and policies made through the real CLI.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use super::{request, Env, HttpResponse, Server};
+
+pub fn mock_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_caracal-mock-upstream")
+}
+
+/// A running mock upstream; killed on drop.
+pub struct Mock {
+    child: Child,
+    pub addr: String,
+}
+
+impl Mock {
+    pub fn start(args: &[&str]) -> Mock {
+        let mut child = Command::new(mock_binary())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the mock upstream: {e}"));
+        let stdout = child
+            .stdout
+            .take()
+            .unwrap_or_else(|| panic!("mock has no stdout"));
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("mock stdout: {e}"));
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected mock banner {line:?}"))
+            .to_owned();
+        Mock { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Requests the mock has served (excluding its own `/_mock/*` endpoints).
+    pub fn requests(&self) -> u64 {
+        let stats = request("GET", &self.url("/_mock/stats"), &[], None).json();
+        stats["requests"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("stats without requests: {stats}"))
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A gateway in front of `mock`, routes `/openai` and `/anthropic`, plus the admin API.
+pub struct Gateway {
+    pub env: Env,
+    pub server: Server,
+    pub port: u16,
+}
+
+/// An environment whose config routes `/openai` and `/anthropic` to `mock`, with a test model
+/// priced at 1.00 per 1M input tokens and 2.00 per 1M output tokens (so a call's cost in micros
+/// is `input + 2 * output`). `settings` are extra `CARACAL_*` variables.
+pub fn gateway_env(mock: &Mock, settings: &[(&str, &str)]) -> Env {
+    let config = format!(
+        "gateway:\n  routes:\n    - {{prefix: /openai, upstream: \"http://{0}\", provider: openai, credentialEnv: MOCK_OPENAI_KEY}}\n    - {{prefix: /anthropic, upstream: \"http://{0}\", provider: anthropic, credentialEnv: MOCK_ANTHROPIC_KEY}}\n",
+        mock.addr
+    );
+    let mut env = Env::new()
+        .with("CARACAL_ADMIN__TOKEN", "gateway-test-admin-token")
+        .with("MOCK_OPENAI_KEY", "sk-provider-openai")
+        .with("MOCK_ANTHROPIC_KEY", "sk-provider-anthropic");
+    for (k, v) in settings {
+        env = env.with(k, v);
+    }
+    std::fs::write(env.dir.path().join("caracal.yaml"), config).unwrap_or_else(|e| panic!("{e}"));
+    for (provider, model) in [("openai", "mock-gpt"), ("anthropic", "mock-claude")] {
+        env.cli(&[
+            "pricebook",
+            "set",
+            "--provider",
+            provider,
+            "--model",
+            model,
+            "--input",
+            "1.00",
+            "--output-price",
+            "2.00",
+            "--max-output-tokens",
+            "64",
+        ])
+        .ok();
+    }
+    env
+}
+
+impl Gateway {
+    /// Starts `caracal serve --role gateway --role admin` on `env`.
+    pub fn start(env: Env) -> Gateway {
+        let port = super::free_port();
+        let env = env.with("CARACAL_GATEWAY__SERVICE__HTTPSPORT", &port.to_string());
+        let server = env.serve(&["--role", "gateway", "--role", "admin"]);
+        Gateway { env, server, port }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn post(&self, path: &str, key: &str, body: &str) -> HttpResponse {
+        let auth = format!("Bearer {key}");
+        request(
+            "POST",
+            &self.url(path),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            Some(body),
+        )
+    }
+}
+
+/// A parent and a child agent, one key for the child, and one daily policy on each.
+pub struct Tree {
+    pub parent: String,
+    pub child: String,
+    pub key: String,
+}
+
+pub fn tree(env: &Env, parent_limit: &str, child_limit: &str) -> Tree {
+    let id = |args: &[&str]| {
+        env.cli(args).json()["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id"))
+            .to_owned()
+    };
+    let parent = id(&["agent", "create", "--name", "team", "--output", "json"]);
+    let child = id(&[
+        "agent", "create", "--name", "bot", "--parent", &parent, "--output", "json",
+    ]);
+    env.cli(&[
+        "policy",
+        "create",
+        "--agent-id",
+        &parent,
+        "--limit",
+        parent_limit,
+        "--time-window",
+        "daily",
+    ])
+    .ok();
+    env.cli(&[
+        "policy",
+        "create",
+        "--agent-id",
+        &child,
+        "--limit",
+        child_limit,
+        "--time-window",
+        "daily",
+    ])
+    .ok();
+    let key = env
+        .cli(&["key", "create", "--agent-id", &child, "--output", "json"])
+        .json()["secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no secret"))
+        .to_owned();
+    Tree { parent, child, key }
+}
