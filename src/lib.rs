@@ -5,6 +5,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod embedded_db;
 pub mod http;
 pub mod mock;
 pub mod ops;

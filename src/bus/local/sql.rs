@@ -98,32 +98,10 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, BusError> {
 
 /// Applies pending migrations and creates `TOPICS` that are missing; returns every topic.
 pub(super) fn prepare(conn: &mut Connection) -> Result<HashMap<String, i32>, BusError> {
+    crate::embedded_db::migrate(conn, "bus_migrations", MIGRATIONS).map_err(unavailable)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(unavailable)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS bus_migrations (
-            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)",
-    )
-    .map_err(unavailable)?;
-    for (version, name, sql) in MIGRATIONS {
-        let applied: Option<i64> = tx
-            .query_row(
-                "SELECT version FROM bus_migrations WHERE version = ?1",
-                [version],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(unavailable)?;
-        if applied.is_none() {
-            tx.execute_batch(sql).map_err(unavailable)?;
-            tx.execute(
-                "INSERT INTO bus_migrations (version, name, applied_at_ms) VALUES (?1, ?2, ?3)",
-                params![version, name, Utc::now().timestamp_millis()],
-            )
-            .map_err(unavailable)?;
-        }
-    }
     for spec in TOPICS {
         let existing = insert_topic(&tx, spec.name, spec.partitions)?;
         if existing != spec.partitions {

@@ -18,6 +18,7 @@ use super::meter::{MeteredBody, UsageTap};
 use super::settle::{decision_event, PendingCharge};
 use super::upstream::{response_headers, Route};
 use super::GatewayState;
+use crate::core::decision::DenyReason;
 use crate::core::estimate::{ensure_stream_usage, estimate_cost, request_facts};
 use crate::core::money::Money;
 use crate::core::pricing::Price;
@@ -107,15 +108,9 @@ pub async fn handle(
             (Price::free(chain_currency(&chain)), Default::default())
         }
         None => {
-            state.emit_denied(
-                &ctx,
-                &chain,
-                provider,
-                &model,
-                crate::core::decision::DenyReason::UnknownPrice,
-            )?;
+            state.emit_denied(&ctx, &chain, provider, &model, DenyReason::UnknownPrice)?;
             return Err(GatewayError::Denied {
-                reason: crate::core::decision::DenyReason::UnknownPrice,
+                reason: DenyReason::UnknownPrice,
                 policy_id: None,
                 remaining: None,
             });
@@ -152,28 +147,9 @@ pub async fn handle(
         })?;
     let evaluation = evaluation_started.elapsed();
     metrics::histogram!("caracal_policy_evaluation_seconds").record(evaluation.as_secs_f64());
-    let reservation = match outcome {
-        ReserveOutcome::Denied(decision) => {
-            let event = decision_event(
-                &ctx,
-                &chain,
-                provider,
-                &model,
-                estimate,
-                price.currency,
-                &decision,
-                evaluation,
-            );
-            state.emit(event)?;
-            return Err(GatewayError::Denied {
-                reason: decision
-                    .reason
-                    .unwrap_or(crate::core::decision::DenyReason::BudgetExceeded),
-                policy_id: decision.policy_id,
-                remaining: decision.remaining,
-            });
-        }
-        ReserveOutcome::Reserved(reservation) => reservation,
+    let decision = match &outcome {
+        ReserveOutcome::Denied(decision) => decision,
+        ReserveOutcome::Reserved(reservation) => &reservation.decision,
     };
     let event = decision_event(
         &ctx,
@@ -182,9 +158,20 @@ pub async fn handle(
         &model,
         estimate,
         price.currency,
-        &reservation.decision,
+        decision,
         evaluation,
     );
+    let reservation = match outcome {
+        ReserveOutcome::Denied(decision) => {
+            state.emit(event)?;
+            return Err(GatewayError::Denied {
+                reason: decision.reason.unwrap_or(DenyReason::BudgetExceeded),
+                policy_id: decision.policy_id,
+                remaining: decision.remaining,
+            });
+        }
+        ReserveOutcome::Reserved(reservation) => reservation,
+    };
     let pending = PendingCharge::new(
         Arc::clone(&state),
         &ctx,

@@ -308,6 +308,27 @@ fn operation_of(rest: &str) -> String {
     without_version.replace('/', ".")
 }
 
+/// The allow pattern that admitted `provider:resource`, when some active policy restricts
+/// resources and the resource was allowed.
+fn matched_pattern(
+    chain: &ChainPolicies,
+    provider: &str,
+    resource: &str,
+    decision: &Decision,
+) -> Option<String> {
+    if decision.allowlist_match != Some(true) {
+        return None;
+    }
+    let subject = format!("{provider}:{resource}");
+    chain
+        .policies
+        .iter()
+        .filter(|p| p.spec.active)
+        .flat_map(|p| p.spec.allow.iter())
+        .find(|pattern| crate::core::glob::glob_match(pattern, &subject))
+        .cloned()
+}
+
 /// The PolicyDecision event of one request.
 #[allow(clippy::too_many_arguments)]
 pub fn decision_event(
@@ -353,7 +374,7 @@ pub fn decision_event(
         estimated_cost_micros: estimate,
         currency,
         policies,
-        allowlist_match: decision.allowlist_match.map(|m| m.to_string()),
+        allowlist_match: matched_pattern(chain, provider, resource, decision),
         evaluation_micros: u64::try_from(evaluation.as_micros()).unwrap_or(u64::MAX),
     })
 }

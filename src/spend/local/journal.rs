@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -93,7 +93,7 @@ pub(super) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, Sp
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        migrate(&mut conn)?;
+        crate::embedded_db::migrate(&mut conn, "spend_migrations", MIGRATIONS)?;
         Ok(conn)
     };
     open().map_err(|e| match e {
@@ -107,31 +107,6 @@ pub(super) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, Sp
         }
         other => unavailable(other),
     })
-}
-
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS spend_migrations (
-            version INTEGER PRIMARY KEY, name TEXT NOT NULL)",
-    )?;
-    for (version, name, sql) in MIGRATIONS {
-        let applied: Option<i64> = tx
-            .query_row(
-                "SELECT version FROM spend_migrations WHERE version = ?1",
-                [version],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if applied.is_none() {
-            tx.execute_batch(sql)?;
-            tx.execute(
-                "INSERT INTO spend_migrations (version, name) VALUES (?1, ?2)",
-                params![version, name],
-            )?;
-        }
-    }
-    tx.commit()
 }
 
 /// Rebuilds the state from the file: windows, settled buckets, then live holds.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
 use super::{
     AgentFilter, AgentPatch, ApiKeyId, ApiKeyInfo, Audit, ChainPolicies, NewAgent, NewApiKey,
@@ -55,7 +55,8 @@ impl SqliteStore {
             .map_err(unavailable)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(unavailable)?;
-        migrate(&mut conn)?;
+        crate::embedded_db::migrate(&mut conn, "schema_migrations", MIGRATIONS)
+            .map_err(unavailable)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -109,36 +110,6 @@ async fn run_blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(unavailable)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
-    )
-    .map_err(unavailable)?;
-    for (version, name, sql) in MIGRATIONS {
-        let applied: Option<i64> = tx
-            .query_row(
-                "SELECT version FROM schema_migrations WHERE version = ?1",
-                [version],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(unavailable)?;
-        if applied.is_none() {
-            tx.execute_batch(sql).map_err(unavailable)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                rusqlite::params![version, name, micros(Utc::now())],
-            )
-            .map_err(unavailable)?;
-        }
-    }
-    tx.commit().map_err(unavailable)
 }
 
 fn poisoned() -> StoreError {

@@ -1,0 +1,39 @@
+//! SQLite plumbing shared by the embedded adapters (store, event log, spend journal): the one
+//! numbered-migration runner. Knows no adapter's tables; each passes its own migration list.
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+/// A numbered migration: version, name, SQL.
+pub type Migration = (i64, &'static str, &'static str);
+
+/// Applies, in one immediate transaction, every migration not yet recorded in `table`
+/// (created if missing, with columns version, name, applied_at_ms). `table` is a constant of
+/// the caller, never user input.
+pub fn migrate(
+    conn: &mut Connection,
+    table: &str,
+    migrations: &[Migration],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)"
+    ))?;
+    for (version, name, sql) in migrations {
+        let applied: Option<i64> = tx
+            .query_row(
+                &format!("SELECT version FROM {table} WHERE version = ?1"),
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if applied.is_none() {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                &format!("INSERT INTO {table} (version, name, applied_at_ms) VALUES (?1, ?2, ?3)"),
+                params![version, name, chrono::Utc::now().timestamp_millis()],
+            )?;
+        }
+    }
+    tx.commit()
+}
