@@ -4,6 +4,7 @@
 //! Knows nothing of HTTP or Kafka; reads no clock (every instant is an argument).
 
 pub mod local;
+pub mod nonces;
 
 use std::fmt;
 
@@ -158,6 +159,15 @@ pub trait SpendCache: Send + Sync {
 
     /// Up to `max` live holds, earliest expiry first (`provisional-charges list`).
     async fn list_holds(&self, max: usize) -> Result<Vec<HoldInfo>, SpendError>;
+
+    /// Replay protection: records `nonce` until `expires_at`; false when it was already seen
+    /// within its window (shared by every gateway that shares this cache).
+    async fn remember_nonce(
+        &self,
+        nonce: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, SpendError>;
 
     /// Ok when the cache can serve and persist right now (readiness).
     async fn ping(&self) -> Result<(), SpendError>;

@@ -398,3 +398,135 @@ fn limits_answer_before_anything_is_forwarded() {
     });
     assert_eq!(mock.requests(), 1);
 }
+
+#[test]
+fn revoking_a_key_or_suspending_an_agent_takes_effect_at_once() {
+    let mock = Mock::start(&[]);
+    let env = gateway_env(&mock, &[]);
+    let t = tree(&env, "10.00", "5.00");
+    let second = env
+        .cli(&["key", "create", "--agent-id", &t.child, "--output", "json"])
+        .json();
+    let second_key = second["secret"].as_str().unwrap().to_owned();
+    let gw = Gateway::start(env);
+    // Warm the caches, then change the agent behind them.
+    assert_eq!(
+        gw.post(
+            "/openai/v1/chat/completions",
+            &second_key,
+            &chat("mock-gpt", 8)
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        gw.post("/openai/v1/chat/completions", &t.key, &chat("mock-gpt", 8))
+            .status,
+        200
+    );
+    gw.env
+        .cli(&["key", "revoke", second["id"].as_str().unwrap()])
+        .ok();
+    wait_for(
+        "the revoked key to be refused",
+        Duration::from_secs(5),
+        || {
+            (gw.post(
+                "/openai/v1/chat/completions",
+                &second_key,
+                &chat("mock-gpt", 8),
+            )
+            .status
+                == 401)
+                .then_some(())
+        },
+    );
+    gw.env
+        .cli(&["agent", "suspend", &t.parent, "--reason", "runaway team"])
+        .ok();
+    let suspended = wait_for("the suspension to apply", Duration::from_secs(5), || {
+        let r = gw.post("/openai/v1/chat/completions", &t.key, &chat("mock-gpt", 8));
+        (r.status == 403).then_some(r)
+    });
+    assert_eq!(suspended.json()["error"]["code"], "agent_suspended");
+}
+
+#[test]
+fn request_metrics_use_the_names_the_alert_rules_expect() {
+    let mock = Mock::start(&[]);
+    let env = gateway_env(&mock, &[]);
+    let t = tree(&env, "10.00", "5.00");
+    let gw = Gateway::start(env);
+    assert_eq!(
+        gw.post("/openai/v1/chat/completions", &t.key, &chat("mock-gpt", 8))
+            .status,
+        200
+    );
+    assert_eq!(
+        gw.post(
+            "/openai/v1/chat/completions",
+            "cak_wrong",
+            &chat("mock-gpt", 8)
+        )
+        .status,
+        401
+    );
+    let metrics = request("GET", &gw.server.telemetry_url("/metrics"), &[], None).body;
+    for expected in [
+        r#"caracal_requests_total{status="ok",route="/openai",decision="allow"} 1"#,
+        r#"caracal_gateway_errors_total{code="unauthenticated"} 1"#,
+        "caracal_policy_evaluation_seconds_bucket",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected} in\n{metrics}"
+        );
+    }
+}
+
+#[test]
+fn with_replay_protection_a_nonce_is_accepted_once_and_stale_timestamps_are_refused() {
+    let mock = Mock::start(&[]);
+    let env = gateway_env(
+        &mock,
+        &[("CARACAL_GATEWAY__REPLAYPROTECTION__ENABLED", "true")],
+    );
+    let t = tree(&env, "10.00", "5.00");
+    let gw = Gateway::start(env);
+    let auth = format!("Bearer {}", t.key);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let call = |nonce: Option<&str>, timestamp: Option<u64>| {
+        let ts = timestamp.map(|t| t.to_string());
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if let Some(n) = nonce {
+            headers.push(("X-Caracal-Nonce", n));
+        }
+        if let Some(t) = &ts {
+            headers.push(("X-Caracal-Timestamp", t.as_str()));
+        }
+        request(
+            "POST",
+            &gw.url("/openai/v1/chat/completions"),
+            &headers,
+            Some(&chat("mock-gpt", 8)),
+        )
+    };
+    let nonce = "3f9c2a7e-0b1d-4c55-9e2f-replay-test";
+    assert_eq!(call(Some(nonce), Some(now)).status, 200);
+    let replayed = call(Some(nonce), Some(now));
+    assert_eq!(replayed.status, 401);
+    assert!(replayed.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nonce"));
+    assert_eq!(call(None, Some(now)).status, 401);
+    assert_eq!(call(Some("another-fresh-nonce-0001"), None).status, 401);
+    assert_eq!(
+        call(Some("another-fresh-nonce-0002"), Some(now - 3600)).status,
+        401
+    );
+    assert_eq!(mock.requests(), 1);
+}

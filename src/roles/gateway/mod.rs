@@ -55,6 +55,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     pub hold_seconds: i64,
     pub cleanup_interval: Duration,
+    /// `Some(window)` when replay protection is on.
+    pub replay_window: Option<Duration>,
 }
 
 pub struct GatewayState {
@@ -214,6 +216,10 @@ impl GatewayServer {
                 cleanup_interval: Duration::from_secs(
                     tuning.provisional_charge_cleanup_interval.max(1),
                 ),
+                replay_window: gateway
+                    .replay_protection
+                    .enabled
+                    .then(|| Duration::from_secs(gateway.replay_protection.window_seconds)),
             },
             allow_unknown_price: gateway.unknown_price == UnknownPrice::Allow,
             instance: std::env::var("HOSTNAME").unwrap_or_else(|_| "caracal".into()),

@@ -77,6 +77,9 @@ pub async fn handle(
         .auth
         .authenticate(&parts.headers, client_identity.as_deref())
         .await?;
+    if let Some(window) = state.limits.replay_window {
+        check_replay(&state, agent_id, &parts.headers, window).await?;
+    }
 
     // route
     let path = parts.uri.path().to_owned();
@@ -257,6 +260,57 @@ pub async fn handle(
         }
     }
     Ok(response)
+}
+
+/// Replay protection: a fresh `X-Caracal-Timestamp` (Unix seconds, within the window) and an
+/// `X-Caracal-Nonce` this agent has not used within the window, remembered in the spend cache
+/// so every replica sees it.
+async fn check_replay(
+    state: &GatewayState,
+    agent: crate::core::agent::AgentId,
+    headers: &hyper::HeaderMap,
+    window: std::time::Duration,
+) -> Result<(), GatewayError> {
+    use crate::spend::nonces::{NONCE_BYTES_MAX, NONCE_BYTES_MIN};
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let nonce = header("x-caracal-nonce")
+        .filter(|n| (NONCE_BYTES_MIN..=NONCE_BYTES_MAX).contains(&n.len()))
+        .ok_or(GatewayError::Unauthenticated(
+            "replay protection: send X-Caracal-Nonce (16 to 128 characters)",
+        ))?;
+    let timestamp: i64 = header("x-caracal-timestamp")
+        .and_then(|t| t.parse().ok())
+        .ok_or(GatewayError::Unauthenticated(
+            "replay protection: send X-Caracal-Timestamp (Unix seconds)",
+        ))?;
+    let now = Utc::now();
+    let window_seconds = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    if (now.timestamp() - timestamp).abs() > window_seconds {
+        return Err(GatewayError::Unauthenticated(
+            "replay protection: X-Caracal-Timestamp is outside the accepted window",
+        ));
+    }
+    let expires = now + ChronoDuration::seconds(window_seconds.saturating_mul(2));
+    let fresh = state
+        .spend
+        .remember_nonce(&format!("{agent}:{nonce}"), expires, now)
+        .await
+        .map_err(|e| GatewayError::DependencyUnavailable {
+            what: "spend cache",
+            detail: e.to_string(),
+        })?;
+    if fresh {
+        Ok(())
+    } else {
+        Err(GatewayError::Unauthenticated(
+            "replay protection: this nonce was already used",
+        ))
+    }
 }
 
 fn chain_currency(chain: &ChainPolicies) -> crate::core::money::Currency {

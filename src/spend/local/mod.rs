@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::journal::{Commit, Entry, Failure, Op};
 use self::state::State;
+use super::nonces::NonceSet;
 use super::{HoldId, HoldInfo, ReserveOutcome, ReserveRequest, Settlement, SpendCache, SpendError};
 use crate::core::decision::PolicyUsage;
 use crate::core::money::Micros;
@@ -54,6 +55,8 @@ pub struct LocalLimits {
     pub commit_timeout_ms: u64,
     /// Longest wait at open for another connection to release the journal file.
     pub open_busy_timeout_ms: u64,
+    /// Replay-protection nonces remembered at once.
+    pub nonces_max: usize,
 }
 
 impl Default for LocalLimits {
@@ -67,6 +70,7 @@ impl Default for LocalLimits {
             journal_batch_max: 1_024,
             commit_timeout_ms: 5_000,
             open_busy_timeout_ms: 5_000,
+            nonces_max: 1_000_000,
         }
     }
 }
@@ -80,6 +84,7 @@ impl LocalLimits {
             ("resource_bytes_max", self.resource_bytes_max),
             ("journal_queue_max", self.journal_queue_max),
             ("journal_batch_max", self.journal_batch_max),
+            ("nonces_max", self.nonces_max),
         ];
         match named.iter().find(|(_, value)| *value == 0) {
             Some((name, _)) => Err(SpendError::Invalid(format!("{name} must be at least 1"))),
@@ -93,6 +98,8 @@ impl LocalLimits {
 
 pub struct LocalSpend {
     state: Mutex<State>,
+    /// Replay-protection nonces: in memory only (a restart forgets them; see ARCHITECTURE.md).
+    nonces: Mutex<NonceSet>,
     queue: mpsc::Sender<Entry>,
     failure: Failure,
     writer: JoinHandle<()>,
@@ -133,6 +140,7 @@ impl LocalSpend {
         )?;
         Ok(LocalSpend {
             state: Mutex::new(state),
+            nonces: Mutex::new(NonceSet::new(limits.nonces_max)),
             queue,
             failure,
             writer,
@@ -270,6 +278,19 @@ impl SpendCache for LocalSpend {
 
     async fn list_holds(&self, max: usize) -> Result<Vec<HoldInfo>, SpendError> {
         Ok(self.lock()?.list_holds(max))
+    }
+
+    async fn remember_nonce(
+        &self,
+        nonce: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, SpendError> {
+        let mut nonces = self
+            .nonces
+            .lock()
+            .map_err(|_| SpendError::Unavailable("nonce set poisoned".into()))?;
+        nonces.remember(nonce, expires_at, now)
     }
 
     async fn ping(&self) -> Result<(), SpendError> {

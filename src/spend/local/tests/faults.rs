@@ -15,6 +15,7 @@ fn with_queue(limits: LocalLimits, failure: Failure) -> (LocalSpend, mpsc::Recei
     let (queue, receiver) = mpsc::channel(limits.journal_queue_max);
     let spend = LocalSpend {
         state: Mutex::new(State::default()),
+        nonces: Mutex::new(crate::spend::nonces::NonceSet::new(limits.nonces_max)),
         queue,
         failure,
         writer: std::thread::spawn(|| ()),
