@@ -1,42 +1,50 @@
-//! `caracal-mock-upstream`: the mock OpenAI / Anthropic server of the tests and benchmarks.
-//! Prints `listening on ADDR` as its first stdout line, then serves until killed.
+//! `caracal-mock-upstream`: the mock OpenAI/Anthropic upstream (`caracal::mock`) as a process,
+//! for integration tests and benchmarks. Prints `listening on ADDR` first, then serves until
+//! SIGINT or SIGTERM.
 
+use std::io::Write;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use argh::FromArgs;
+use caracal::mock::{MockConfig, MockUpstream};
 
-/// Mock OpenAI / Anthropic upstream for Caracal's tests and benchmarks.
+/// Mock OpenAI/Anthropic upstream with deterministic usage. Per-request headers override the
+/// defaults: x-mock-output-tokens, x-mock-cached-tokens, x-mock-cache-write-tokens,
+/// x-mock-latency-ms, x-mock-chunk-delay-ms, x-mock-status, x-mock-error-after-chunks.
 #[derive(FromArgs)]
 struct Args {
-    /// address to listen on (port 0 picks a free one)
+    /// address to listen on (port 0 picks a free port); default 127.0.0.1:0
     #[argh(option, default = "SocketAddr::from(([127, 0, 0, 1], 0))")]
     listen: SocketAddr,
-    /// delay before response headers, in milliseconds
-    #[argh(option, default = "0")]
-    latency_ms: u64,
-    /// delay between SSE chunks, in milliseconds
-    #[argh(option, default = "0")]
-    chunk_delay_ms: u64,
-    /// output tokens per response (capped by the request's max tokens)
+    /// output tokens of a call whose request sets no lower cap; default 16
     #[argh(option, default = "16")]
     output_tokens: u64,
+    /// delay before response headers, in milliseconds; default 0
+    #[argh(option, default = "0")]
+    latency_ms: u64,
+    /// delay between streamed chunks, in milliseconds; default 0
+    #[argh(option, default = "0")]
+    chunk_delay_ms: u64,
 }
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let args: Args = argh::from_env();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let settings = caracal::mock::MockSettings {
-            latency: Duration::from_millis(args.latency_ms),
-            chunk_delay: Duration::from_millis(args.chunk_delay_ms),
-            output_tokens: args.output_tokens,
-        };
-        let (addr, _stop) = caracal::mock::spawn(args.listen, settings).await?;
-        println!("listening on {addr}");
-        std::future::pending::<()>().await;
-        Ok(())
-    })
+    let config = MockConfig {
+        output_tokens: args.output_tokens,
+        latency_ms: args.latency_ms,
+        chunk_delay_ms: args.chunk_delay_ms,
+    };
+    let mock = MockUpstream::start(args.listen, config).await?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {}", mock.addr())?;
+    stdout.flush()?;
+    drop(stdout);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    mock.stop().await;
+    Ok(())
 }

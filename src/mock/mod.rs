@@ -1,283 +1,297 @@
-//! A mock OpenAI / Anthropic upstream for tests and benchmarks: deterministic usage, JSON and
-//! SSE responses shaped like the real APIs, latency and error injection by request header, and
-//! `/_mock/stats` so a test can see what reached it. Never used by `caracal serve`.
+//! A mock OpenAI/Anthropic upstream for integration tests and benchmarks: deterministic usage,
+//! `x-mock-*` header controls (latency, chunk delay, status, dropped streams) and `/_mock/stats`.
+//! Test infrastructure only: nothing in the gateway depends on it.
 
-mod bodies;
+mod anthropic;
+mod body;
+mod openai;
+mod request;
+mod stats;
+#[cfg(test)]
+mod tests;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming};
-use hyper::{HeaderMap, Request, Response, StatusCode};
-use tokio::sync::mpsc;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use crate::http::{self, Shutdown};
+pub use body::MockBody;
+pub use request::{prompt_words, Call, Controls, Endpoint};
+pub use stats::Stats;
 
-/// Largest request body the mock reads.
-const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// SSE chunks buffered between the producer task and the connection.
-const STREAM_CHANNEL_CHUNKS: usize = 64;
+/// Cap on a request body the mock reads.
+pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-/// Defaults applied when a request carries no control header.
-#[derive(Debug, Clone, Copy)]
-pub struct MockSettings {
-    pub latency: Duration,
-    pub chunk_delay: Duration,
+/// Server-wide defaults; every one can be overridden per request by its `x-mock-*` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockConfig {
+    /// Output tokens of a call whose request sets no lower cap (`x-mock-output-tokens`).
     pub output_tokens: u64,
+    /// Delay before the response headers (`x-mock-latency-ms`).
+    pub latency_ms: u64,
+    /// Delay between streamed chunks (`x-mock-chunk-delay-ms`).
+    pub chunk_delay_ms: u64,
 }
 
-impl Default for MockSettings {
-    fn default() -> Self {
-        MockSettings {
-            latency: Duration::ZERO,
-            chunk_delay: Duration::ZERO,
+impl Default for MockConfig {
+    fn default() -> MockConfig {
+        MockConfig {
             output_tokens: 16,
+            latency_ms: 0,
+            chunk_delay_ms: 0,
         }
     }
 }
 
-#[derive(Default)]
-struct Stats {
-    requests: AtomicU64,
-    by_path: Mutex<BTreeMap<String, u64>>,
-    last_headers: Mutex<BTreeMap<String, String>>,
+/// A body to answer: one JSON document or a list of SSE events.
+#[derive(Debug)]
+pub enum Reply {
+    Json(Value),
+    Sse(Vec<Bytes>),
 }
 
-struct Mock {
-    settings: MockSettings,
+/// A running mock upstream. Dropping it (or `stop`) closes the listener and every connection.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    state: Arc<State>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct State {
+    config: MockConfig,
     stats: Stats,
 }
 
-/// Serves the mock on `listener` until `shutdown`.
-pub async fn serve(listener: tokio::net::TcpListener, settings: MockSettings, shutdown: Shutdown) {
-    let mock = Arc::new(Mock {
-        settings,
-        stats: Stats::default(),
-    });
-    http::serve(
-        listener,
-        None,
-        move |req, _conn| {
-            let mock = Arc::clone(&mock);
-            async move { mock.handle(req).await }
-        },
-        shutdown,
-    )
-    .await;
-}
-
-/// Per-request controls, from `x-mock-*` headers.
-struct Controls {
-    latency: Duration,
-    chunk_delay: Duration,
-    output_tokens: u64,
-    cached_tokens: u64,
-    status: Option<u16>,
-    error_after_chunks: Option<usize>,
-}
-
-fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
-    headers.get(name)?.to_str().ok()?.trim().parse().ok()
-}
-
-impl Mock {
-    fn controls(&self, headers: &HeaderMap) -> Controls {
-        Controls {
-            latency: header_u64(headers, "x-mock-latency-ms")
-                .map_or(self.settings.latency, Duration::from_millis),
-            chunk_delay: header_u64(headers, "x-mock-chunk-delay-ms")
-                .map_or(self.settings.chunk_delay, Duration::from_millis),
-            output_tokens: header_u64(headers, "x-mock-output-tokens")
-                .unwrap_or(self.settings.output_tokens),
-            cached_tokens: header_u64(headers, "x-mock-cached-tokens").unwrap_or(0),
-            status: header_u64(headers, "x-mock-status").and_then(|s| u16::try_from(s).ok()),
-            error_after_chunks: header_u64(headers, "x-mock-error-after-chunks")
-                .and_then(|n| usize::try_from(n).ok()),
-        }
-    }
-
-    fn record(&self, path: &str, headers: &HeaderMap) {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut by_path) = self.stats.by_path.lock() {
-            *by_path.entry(path.to_owned()).or_default() += 1;
-        }
-        if let Ok(mut last) = self.stats.last_headers.lock() {
-            *last = headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        v.to_str().unwrap_or("<binary>").to_owned(),
-                    )
-                })
-                .collect();
-        }
-    }
-
-    fn stats_json(&self) -> serde_json::Value {
-        let by_path = self
-            .stats
-            .by_path
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default();
-        let last = self
-            .stats
-            .last_headers
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default();
-        serde_json::json!({
-            "requests": self.stats.requests.load(Ordering::Relaxed),
-            "by_path": by_path,
-            "last_headers": last,
+impl MockUpstream {
+    /// Binds `listen` (port 0 picks a free one) and serves HTTP/1.1 and h2c on the current
+    /// tokio runtime.
+    pub async fn start(listen: SocketAddr, config: MockConfig) -> std::io::Result<MockUpstream> {
+        let listener = crate::http::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            config,
+            stats: Stats::default(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&state), stopped));
+        Ok(MockUpstream {
+            addr,
+            state,
+            stop,
+            task,
         })
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<MockBody> {
-        let path = req.uri().path().to_owned();
-        match path.as_str() {
-            "/_mock/stats" => return MockBody::json(StatusCode::OK, &self.stats_json()),
-            "/_mock/reset" => {
-                self.stats.requests.store(0, Ordering::Relaxed);
-                if let Ok(mut m) = self.stats.by_path.lock() {
-                    m.clear();
-                }
-                return MockBody::json(StatusCode::OK, &serde_json::json!({ "reset": true }));
-            }
-            _ => {}
-        }
-        self.record(&path, req.headers());
-        let controls = self.controls(req.headers());
-        let body = match http::read_body(req.into_body(), BODY_BYTES_MAX).await {
-            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
-                .unwrap_or(serde_json::Value::Null),
-            Err(e) => {
-                return MockBody::json(
-                    StatusCode::BAD_REQUEST,
-                    &bodies::error_body(&path, &e.to_string()),
-                )
-            }
-        };
-        if !controls.latency.is_zero() {
-            tokio::time::sleep(controls.latency).await;
-        }
-        if let Some(status) = controls.status {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return MockBody::json(
-                status,
-                &bodies::error_body(&path, "injected by x-mock-status"),
-            );
-        }
-        let Some(call) =
-            bodies::Call::parse(&path, &body, controls.output_tokens, controls.cached_tokens)
-        else {
-            return MockBody::json(
-                StatusCode::NOT_FOUND,
-                &bodies::error_body(&path, "unknown endpoint"),
-            );
-        };
-        if call.stream {
-            let chunks = call.sse_chunks();
-            MockBody::stream(chunks, controls.chunk_delay, controls.error_after_chunks)
-        } else {
-            MockBody::json(StatusCode::OK, &call.json())
-        }
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, the base URL to put in front of `/v1/...`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The same JSON as `GET /_mock/stats`.
+    pub fn stats(&self) -> Value {
+        self.state.stats.snapshot()
+    }
+
+    /// The same as `POST /_mock/reset`.
+    pub fn reset(&self) {
+        self.state.stats.reset();
+    }
+
+    /// Stops accepting and closes every open connection.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.task).await;
     }
 }
 
-/// The mock's response body: a whole JSON document, or SSE chunks fed by a task.
-pub enum MockBody {
-    Full(Option<Bytes>),
-    Stream(mpsc::Receiver<Result<Bytes, std::io::Error>>),
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
 }
 
-impl MockBody {
-    fn json(status: StatusCode, value: &serde_json::Value) -> Response<MockBody> {
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
-        let mut response = Response::new(MockBody::Full(Some(Bytes::from(bytes))));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("application/json"),
-        );
-        response
-    }
-
-    fn stream(
-        chunks: Vec<String>,
-        delay: Duration,
-        error_after: Option<usize>,
-    ) -> Response<MockBody> {
-        let (tx, rx) = mpsc::channel(STREAM_CHANNEL_CHUNKS);
-        tokio::spawn(async move {
-            for (i, chunk) in chunks.into_iter().enumerate() {
-                if error_after == Some(i) {
-                    let _ = tx
-                        .send(Err(std::io::Error::other("injected mid-stream failure")))
-                        .await;
-                    return;
-                }
-                if i > 0 && !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
-                    return;
-                }
-            }
+/// Accepts until `stopped`; dropping the connection set on the way out aborts every connection.
+async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watch::Receiver<bool>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let Ok((stream, _peer)) = accepted else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, std::convert::Infallible>(handle(req, &state).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
-        let mut response = Response::new(MockBody::Stream(rx));
-        response.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("text/event-stream"),
-        );
-        response
+        while connections.try_join_next().is_some() {}
     }
 }
 
-impl Body for MockBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match &mut *self {
-            MockBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            MockBody::Stream(rx) => rx
-                .poll_recv(cx)
-                .map(|item| item.map(|r| r.map(Frame::data))),
+async fn handle(req: Request<Incoming>, state: &State) -> Response<MockBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/_mock/stats") => json(StatusCode::OK, &state.stats.snapshot()),
+        (&Method::POST, "/_mock/reset") => {
+            state.stats.reset();
+            json(StatusCode::OK, &json!({"reset": true}))
         }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            MockBody::Full(Some(bytes)) => hyper::body::SizeHint::with_exact(bytes.len() as u64),
-            MockBody::Full(None) => hyper::body::SizeHint::with_exact(0),
-            MockBody::Stream(_) => hyper::body::SizeHint::default(),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self, MockBody::Full(None))
+        (_, path) if path.starts_with("/_mock/") => json(
+            StatusCode::NOT_FOUND,
+            &openai::error(
+                StatusCode::NOT_FOUND,
+                "mock controls: GET /_mock/stats, POST /_mock/reset",
+            ),
+        ),
+        _ => api(req, state).await,
     }
 }
 
-/// Binds and serves the mock in the background; returns its address and the stop switch.
-pub async fn spawn(
-    addr: SocketAddr,
-    settings: MockSettings,
-) -> std::io::Result<(SocketAddr, tokio::sync::watch::Sender<bool>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let (stop, shutdown) = Shutdown::new();
-    tokio::spawn(serve(listener, settings, shutdown));
-    Ok((local, stop))
+/// One provider call: record it, apply the controls, answer.
+async fn api(req: Request<Incoming>, state: &State) -> Response<MockBody> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let endpoint = Endpoint::of(&path);
+    let error = |status: StatusCode, message: &str| {
+        let body = match endpoint {
+            Some(Endpoint::Messages) => anthropic::error(status, message),
+            _ => openai::error(status, message),
+        };
+        json(status, &body)
+    };
+    let body = match crate::http::read_body(body, BODY_BYTES_MAX).await {
+        Ok(body) => body,
+        Err(e @ crate::http::BodyError::TooLarge(_)) => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    state.stats.record(&parts, &body);
+    let controls = match Controls::from_headers(&parts.headers, &state.config) {
+        Ok(controls) => controls,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    if !controls.latency.is_zero() {
+        tokio::time::sleep(controls.latency).await;
+    }
+    if let Some(status) = controls.status {
+        return error(status, "mock error requested by x-mock-status");
+    }
+    let Some(endpoint) = endpoint.filter(|_| parts.method == Method::POST) else {
+        return error(StatusCode::NOT_FOUND, &format!("no mock route for {path}"));
+    };
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(request @ Value::Object(_)) => request,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "request body must be a JSON object",
+            )
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+    };
+    let call = Call::read(endpoint, &request, &controls);
+    let reply = match endpoint {
+        Endpoint::ChatCompletions => openai::chat(&call),
+        Endpoint::Completions => openai::completions(&call),
+        Endpoint::Embeddings => openai::embeddings(&call),
+        Endpoint::Responses => openai::responses(&call),
+        Endpoint::Messages => anthropic::messages(&call),
+    };
+    match reply {
+        Reply::Json(value) => {
+            let bytes = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+            respond(
+                StatusCode::OK,
+                "application/json",
+                MockBody::json(bytes, controls.error_after_chunks),
+            )
+        }
+        Reply::Sse(events) => {
+            let body = MockBody::stream(events, controls.chunk_delay, controls.error_after_chunks);
+            let mut response = respond(StatusCode::OK, "text/event-stream; charset=utf-8", body);
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+    }
+}
+
+fn json(status: StatusCode, value: &Value) -> Response<MockBody> {
+    let bytes = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+    respond(status, "application/json", MockBody::json(bytes, None))
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: MockBody) -> Response<MockBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(request_id) = HeaderValue::from_str(&id("req_")) {
+        headers.insert("x-request-id", request_id.clone());
+        headers.insert("request-id", request_id);
+    }
+    response
+}
+
+/// `prefix` + 32 random hex digits, the shape of provider ids.
+fn id(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Text of output token `i`: `mock` then ` mock` …, so the reply has one word per token.
+fn token_text(i: u64) -> &'static str {
+    if i == 0 {
+        "mock"
+    } else {
+        " mock"
+    }
+}
+
+fn output_text(tokens: u64) -> String {
+    (0..tokens).map(token_text).collect()
+}
+
+/// `data: JSON` + blank line (OpenAI chat and completions streams).
+fn sse_data(value: &Value) -> Bytes {
+    let mut out = b"data: ".to_vec();
+    let _ = serde_json::to_writer(&mut out, value);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// `event: NAME` + `data: JSON` + blank line (Responses and Anthropic streams).
+fn sse_event(name: &str, value: &Value) -> Bytes {
+    let mut out = format!("event: {name}\ndata: ").into_bytes();
+    let _ = serde_json::to_writer(&mut out, value);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }

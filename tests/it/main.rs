@@ -10,5 +10,6 @@ mod cli_errors;
 mod config_cli;
 mod gateway;
 mod gateway_auth;
+mod mock_upstream;
 mod sdk;
 mod serve_lifecycle;

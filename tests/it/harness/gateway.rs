@@ -1,65 +1,8 @@
 //! Gateway fixtures: the mock upstream binary, a gateway process wired to it with one route per
 //! provider, and an agent tree with keys and policies made through the real CLI.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
+pub use super::mock::MockProcess as Mock;
 use super::{request, Env, HttpResponse, Server};
-
-pub fn mock_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_caracal-mock-upstream")
-}
-
-/// A running mock upstream; killed on drop.
-pub struct Mock {
-    child: Child,
-    pub addr: String,
-}
-
-impl Mock {
-    pub fn start(args: &[&str]) -> Mock {
-        let mut child = Command::new(mock_binary())
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the mock upstream: {e}"));
-        let stdout = child
-            .stdout
-            .take()
-            .unwrap_or_else(|| panic!("mock has no stdout"));
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("mock stdout: {e}"));
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected mock banner {line:?}"))
-            .to_owned();
-        Mock { child, addr }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Requests the mock has served (excluding its own `/_mock/*` endpoints).
-    pub fn requests(&self) -> u64 {
-        let stats = request("GET", &self.url("/_mock/stats"), &[], None).json();
-        stats["requests"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("stats without requests: {stats}"))
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A gateway in front of `mock`, routes `/openai` and `/anthropic`, plus the admin API.
 pub struct Gateway {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod gateway;
+pub mod mock;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The gateway overhead benchmark: the mock upstream and a release `caracal serve --role gateway`
+# on loopback, an agent tree (parent + child, a daily policy on each, api_key auth), then the
+# open-loop load generator against the mock directly and through the gateway in the same run.
+# Usage: scripts/bench-gateway.sh [rates, default 1000,5000,10000] [seconds per rate, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rates="${1:-1000,5000,10000}"
+duration="${2:-10}"
+
+cargo build --release --bins
+cargo bench --bench gateway_overhead --no-run
+bin=target/release/caracal
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+target/release/caracal-mock-upstream --listen 127.0.0.1:0 > "$work/mock.out" &
+pids+=($!)
+for _ in $(seq 100); do grep -q "listening on" "$work/mock.out" 2>/dev/null && break; sleep 0.05; done
+mock=$(sed -n 's/^listening on //p' "$work/mock.out")
+
+gw_port=$(free_port)
+cat > "$work/caracal.yaml" <<YAML
+dataDir: $work/data
+telemetry: {port: $(free_port)}
+admin: {port: $(free_port)}
+gateway:
+  service: {httpsPort: $gw_port}
+  routes:
+    - {prefix: /openai, upstream: "http://$mock", provider: openai, credentialEnv: BENCH_PROVIDER_KEY}
+YAML
+export BENCH_PROVIDER_KEY=sk-bench
+c="$bin --config $work/caracal.yaml"
+$c pricebook set --provider openai --model mock-gpt --input 1.00 --output-price 2.00 >/dev/null 2>&1
+parent=$($c agent create --name bench-team --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+child=$($c agent create --name bench-bot --parent "$parent" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+$c policy create --agent-id "$parent" --limit 1000000.00 --time-window daily >/dev/null
+$c policy create --agent-id "$child" --limit 1000000.00 --time-window daily >/dev/null
+key=$($c key create --agent-id "$child" --output json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
+
+RUST_LOG=warn $c serve --role gateway > "$work/gateway.log" 2>&1 &
+gw_pid=$!
+pids+=($gw_pid)
+for _ in $(seq 200); do curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null && break; sleep 0.05; done
+
+CARACAL_BENCH_DIRECT_URL="http://$mock/v1/chat/completions" \
+CARACAL_BENCH_GATEWAY_URL="http://127.0.0.1:$gw_port/openai/v1/chat/completions" \
+CARACAL_BENCH_GATEWAY_KEY="$key" \
+CARACAL_BENCH_GATEWAY_PID="$gw_pid" \
+CARACAL_BENCH_RATES="$rates" \
+CARACAL_BENCH_DURATION_S="$duration" \
+  cargo bench --bench gateway_overhead
