@@ -35,7 +35,7 @@ gateway:
 YAML
 export BENCH_PROVIDER_KEY=sk-bench
 c="$bin --config $work/caracal.yaml"
-$c pricebook set --provider openai --model mock-gpt --input 1.00 --output-price 2.00 >/dev/null 2>&1
+$c pricebook import pricebook/default.yaml >/dev/null
 parent=$($c agent create --name bench-team --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 child=$($c agent create --name bench-bot --parent "$parent" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 $c policy create --agent-id "$parent" --limit 1000000.00 --time-window daily >/dev/null
@@ -46,6 +46,15 @@ RUST_LOG=warn $c serve --role gateway > "$work/gateway.log" 2>&1 &
 gw_pid=$!
 pids+=($gw_pid)
 for _ in $(seq 200); do curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null && break; sleep 0.05; done
+# One request by hand first: a benchmark of refusals would measure nothing.
+status=$(curl -s -o "$work/first.json" -w '%{http_code}' -H "Authorization: Bearer $key" \
+  -H 'Content-Type: application/json' \
+  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark"}],"max_tokens":16}' \
+  "http://127.0.0.1:$gw_port/openai/v1/chat/completions")
+if [ "$status" != 200 ]; then
+  echo "error: the gateway answered $status to a first request: $(cat "$work/first.json")" >&2
+  exit 1
+fi
 
 CARACAL_BENCH_DIRECT_URL="http://$mock/v1/chat/completions" \
 CARACAL_BENCH_GATEWAY_URL="http://127.0.0.1:$gw_port/openai/v1/chat/completions" \
