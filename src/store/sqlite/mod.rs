@@ -73,17 +73,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        run_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| poisoned())?;
-            let tx = guard
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
-            let value = f(&tx)?;
-            tx.commit().map_err(map_err)?;
-            Ok(value)
-        })
-        .await
+        self.transaction(TransactionBehavior::Immediate, f).await
     }
 
     /// Runs `f` in a read transaction (one consistent snapshot) on the blocking pool.
@@ -92,13 +82,23 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.transaction(TransactionBehavior::Deferred, f).await
+    }
+
+    /// Runs `f` in a transaction of the given behaviour; commits when `f` succeeds (a read-only
+    /// transaction commits nothing), rolls back on drop otherwise.
+    async fn transaction<T, F>(&self, behavior: TransactionBehavior, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let conn = Arc::clone(&self.conn);
         run_blocking(move || {
             let mut guard = conn.lock().map_err(|_| poisoned())?;
-            let tx = guard
-                .transaction_with_behavior(TransactionBehavior::Deferred)
-                .map_err(map_err)?;
-            f(&tx)
+            let tx = guard.transaction_with_behavior(behavior).map_err(map_err)?;
+            let value = f(&tx)?;
+            tx.commit().map_err(map_err)?;
+            Ok(value)
         })
         .await
     }
