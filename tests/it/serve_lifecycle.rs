@@ -36,6 +36,7 @@ fn serve_with_no_config_starts_everything_and_stops_on_sigterm() {
     assert_eq!(agents.status, 200);
     let log = server.log();
     assert!(log.contains("admin API listening"), "{log}");
+    assert!(log.contains("gateway listening"), "{log}");
     assert!(
         !log.contains(token.trim()),
         "the admin token reached the log"
