@@ -24,9 +24,10 @@ for _ in $(seq 100); do grep -q "listening on" "$work/mock.out" 2>/dev/null && b
 mock=$(sed -n 's/^listening on //p' "$work/mock.out")
 
 gw_port=$(free_port)
+telemetry_port=$(free_port)
 cat > "$work/caracal.yaml" <<YAML
 dataDir: $work/data
-telemetry: {port: $(free_port)}
+telemetry: {port: $telemetry_port}
 admin: {port: $(free_port)}
 gateway:
   service: {httpsPort: $gw_port}
@@ -63,3 +64,8 @@ CARACAL_BENCH_GATEWAY_PID="$gw_pid" \
 CARACAL_BENCH_RATES="$rates" \
 CARACAL_BENCH_DURATION_S="$duration" \
   cargo bench --bench gateway_overhead
+
+# Where the gateway's time went: the reservation (policy evaluation + durable hold) histogram.
+echo
+echo "gateway reservation time (caracal_policy_evaluation_seconds, cumulative buckets):"
+curl -s "http://127.0.0.1:$telemetry_port/metrics" | grep -E '^caracal_policy_evaluation_seconds_(bucket|count|sum)' || true
