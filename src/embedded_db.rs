@@ -37,3 +37,29 @@ pub fn migrate(
     }
     tx.commit()
 }
+
+/// How often a checkpointer moves the WAL into the main file.
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Starts a checkpointer thread on its own connection `conn`: every `CHECKPOINT_INTERVAL` a
+/// passive checkpoint (it never blocks the writer), until `stop` is set. The writer's connection
+/// runs with `wal_autocheckpoint=0`, so the fsyncs a checkpoint carries never stall a commit that
+/// a request is waiting for.
+pub fn spawn_checkpointer(
+    conn: Connection,
+    name: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<()> {
+    let label = name.to_owned();
+    std::thread::Builder::new()
+        .name(format!("{label}-checkpoint"))
+        .spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::sleep(CHECKPOINT_INTERVAL);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, db = %label, "checkpoint failed; retrying");
+                }
+            }
+        })
+        .map(|_| ())
+}

@@ -111,11 +111,19 @@ impl LocalBus {
         let reader = sql::open_reader(&path)?;
         let (sender, requests) = mpsc::channel(limits.publish_queue_messages_max);
         let health = Arc::new(Health::default());
+        let stop_checkpoints = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        crate::embedded_db::spawn_checkpointer(
+            sql::open_writer(&path)?,
+            "events",
+            Arc::clone(&stop_checkpoints),
+        )
+        .map_err(|e| BusError::Unavailable(format!("cannot start the log checkpointer: {e}")))?;
         let thread = writer::spawn(
             writer_conn,
             requests,
             limits.write_batch_messages_max,
             Arc::clone(&health),
+            stop_checkpoints,
         )?;
         Ok(LocalBus {
             path,

@@ -53,10 +53,14 @@ pub(super) fn spawn(
     requests: mpsc::Receiver<Request>,
     batch_messages_max: usize,
     health: Arc<Health>,
+    stop_checkpoints: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, BusError> {
     std::thread::Builder::new()
         .name("caracal-bus-writer".into())
-        .spawn(move || run(conn, requests, batch_messages_max, &health))
+        .spawn(move || {
+            run(conn, requests, batch_messages_max, &health);
+            stop_checkpoints.store(true, std::sync::atomic::Ordering::Release);
+        })
         .map_err(|e| BusError::Unavailable(format!("cannot start the log writer: {e}")))
 }
 

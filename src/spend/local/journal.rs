@@ -83,30 +83,79 @@ pub(super) type Commit = oneshot::Receiver<Result<(), SpendError>>;
 /// memory holds changes the file does not. A restart rebuilds from the file.
 pub(super) type Failure = Arc<OnceLock<String>>;
 
-/// Opens `path` for exclusive use by this process and applies pending migrations, waiting up to
-/// `busy_timeout` for another connection to let go of the file.
+/// How often a waiting opener retries the owner lock.
+const LOCK_RETRY: Duration = Duration::from_millis(10);
+
+/// Proof that this process owns the journal: an OS lock on `<journal>.lock`, released when the
+/// file is closed (also when the process is killed).
+pub(super) struct OwnerLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes the journal for this process alone, waiting up to `wait` for a previous owner (a
+/// `LocalSpend` being dropped) to let go: a second live owner would keep its own budgets beside
+/// ours, so it is refused.
+pub(super) fn lock_owner(path: &Path, wait: Duration) -> Result<OwnerLock, SpendError> {
+    let lock_path = path.with_extension("db.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            SpendError::Unavailable(format!("cannot open {}: {e}", lock_path.display()))
+        })?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(OwnerLock(file)),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SpendError::Unavailable(format!(
+                    "{} is in use by another process (one process owns the spend journal)",
+                    path.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(SpendError::Unavailable(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )))
+            }
+        }
+    }
+}
+
+fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+/// Opens the writer's connection and applies pending migrations. Commits never checkpoint on
+/// this connection (`wal_autocheckpoint=0`): checkpoints, and the fsyncs they carry, run on the
+/// checkpointer thread, so a reservation never waits behind one.
 pub(super) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, SpendError> {
     let open = || -> rusqlite::Result<Connection> {
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(busy_timeout)?;
-        // One process owns the journal: a second one would keep its own budgets beside ours.
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let mut conn = connect(path, busy_timeout)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         crate::embedded_db::migrate(&mut conn, "spend_migrations", MIGRATIONS)?;
         Ok(conn)
     };
-    open().map_err(|e| match e {
-        rusqlite::Error::SqliteFailure(code, _)
-            if code.code == rusqlite::ErrorCode::DatabaseBusy =>
-        {
-            SpendError::Unavailable(format!(
-                "{} is in use by another process (one process owns the spend journal)",
-                path.display()
-            ))
-        }
-        other => unavailable(other),
-    })
+    open().map_err(unavailable)
+}
+
+/// Starts the journal's checkpointer (see `embedded_db::spawn_checkpointer`).
+pub(super) fn spawn_checkpointer(
+    path: &Path,
+    busy_timeout: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), SpendError> {
+    let conn = connect(path, busy_timeout).map_err(unavailable)?;
+    crate::embedded_db::spawn_checkpointer(conn, "spend", stop)
+        .map_err(|e| SpendError::Unavailable(format!("cannot start the journal checkpointer: {e}")))
 }
 
 /// Rebuilds the state from the file: windows, settled buckets, then live holds.
@@ -218,10 +267,17 @@ pub(super) fn spawn_writer(
     queue: mpsc::Receiver<Entry>,
     batch_max: usize,
     failure: Failure,
+    owner: OwnerLock,
+    stop_checkpoints: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<JoinHandle<()>, SpendError> {
     std::thread::Builder::new()
         .name("spend-journal".into())
-        .spawn(move || run_writer(conn, queue, batch_max.max(1), &failure))
+        .spawn(move || {
+            run_writer(conn, queue, batch_max.max(1), &failure);
+            stop_checkpoints.store(true, std::sync::atomic::Ordering::Release);
+            // The journal stays ours until the writer has committed everything queued.
+            drop(owner);
+        })
         .map_err(|e| SpendError::Unavailable(format!("cannot start the journal writer: {e}")))
 }
 

@@ -120,7 +120,9 @@ impl LocalSpend {
             ))
         })?;
         let path = data_dir.join(DB_FILE);
-        let conn = journal::open(&path, Duration::from_millis(limits.open_busy_timeout_ms))?;
+        let busy_timeout = Duration::from_millis(limits.open_busy_timeout_ms);
+        let owner = journal::lock_owner(&path, busy_timeout)?;
+        let conn = journal::open(&path, busy_timeout)?;
         let state = journal::load(&conn)?;
         if state.holds_len() > limits.holds_max || state.buckets_len() > limits.buckets_max {
             tracing::warn!(
@@ -132,11 +134,15 @@ impl LocalSpend {
         }
         let (queue, receiver) = mpsc::channel(limits.journal_queue_max);
         let failure: Failure = Arc::new(OnceLock::new());
+        let stop_checkpoints = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        journal::spawn_checkpointer(&path, busy_timeout, Arc::clone(&stop_checkpoints))?;
         let writer = journal::spawn_writer(
             conn,
             receiver,
             limits.journal_batch_max,
             Arc::clone(&failure),
+            owner,
+            stop_checkpoints,
         )?;
         Ok(LocalSpend {
             state: Mutex::new(state),

@@ -59,7 +59,10 @@ async fn a_failed_commit_makes_the_cache_refuse_every_later_call() {
     let (spend, receiver) = with_queue(LocalLimits::default(), Arc::clone(&failure));
     // A journal file without its tables: the first write fails as a full disk would.
     let conn = rusqlite::Connection::open(dir.path().join("broken.db")).unwrap();
-    let _writer = journal::spawn_writer(conn, receiver, 8, failure).unwrap();
+    let owner =
+        journal::lock_owner(&dir.path().join("broken.db"), std::time::Duration::ZERO).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _writer = journal::spawn_writer(conn, receiver, 8, failure, owner, stop).unwrap();
     let now = utc("2026-03-10T12:00:00Z");
     let policies = [daily(10, 2, 1_000)];
 
