@@ -36,6 +36,30 @@ fn wait_for_metering(gw: &Gateway, count: usize) -> Vec<Value> {
     })
 }
 
+/// `threads` threads each send `per_thread` flat-priced chat calls, thread `i` with key
+/// `keys[i % keys.len()]`, all at once; returns every status.
+fn race(gw: &Gateway, keys: &[&str], threads: usize, per_thread: usize) -> Vec<u16> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let key = keys[i % keys.len()];
+                s.spawn(move || {
+                    (0..per_thread)
+                        .map(|_| {
+                            gw.post("/openai/v1/chat/completions", key, &chat("mock-flat", 8))
+                                .status
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
 fn flat_price(env: &crate::harness::Env, model: &str, per_call: &str) {
     env.cli(&[
         "pricebook",
@@ -104,24 +128,7 @@ fn exactly_the_affordable_requests_succeed_under_a_thousand_way_race() {
     let t = tree(&env, "10.00", "1.00");
     let gw = Gateway::start(env);
 
-    let results: Vec<u16> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..100)
-            .map(|_| {
-                s.spawn(|| {
-                    (0..10)
-                        .map(|_| {
-                            gw.post("/openai/v1/chat/completions", &t.key, &chat("mock-flat", 8))
-                                .status
-                        })
-                        .collect::<Vec<u16>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+    let results = race(&gw, &[t.key.as_str()], 100, 10);
     let ok = results.iter().filter(|s| **s == 200).count();
     let denied = results.iter().filter(|s| **s == 403).count();
     assert_eq!((ok, denied), (100, 900), "statuses: {results:?}");
@@ -163,30 +170,7 @@ fn a_parent_budget_caps_its_children_together() {
         .unwrap()
         .to_owned();
     let gw = Gateway::start(env);
-    let statuses: Vec<u16> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..50)
-            .map(|i| {
-                let key = if i % 2 == 0 {
-                    t.key.clone()
-                } else {
-                    sibling_key.clone()
-                };
-                let gw = &gw;
-                s.spawn(move || {
-                    (0..4)
-                        .map(|_| {
-                            gw.post("/openai/v1/chat/completions", &key, &chat("mock-flat", 8))
-                                .status
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+    let statuses = race(&gw, &[t.key.as_str(), sibling_key.as_str()], 50, 4);
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 50);
     let denied = gw.post("/openai/v1/chat/completions", &t.key, &chat("mock-flat", 8));
     assert_eq!(denied.status, 403);
