@@ -32,6 +32,11 @@ impl Shutdown {
         (tx, Shutdown(rx))
     }
 
+    /// Whether shutdown has been requested.
+    pub fn is_requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Resolves once shutdown has been requested (or the sender is gone).
     pub async fn wait(&mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;

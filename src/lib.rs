@@ -4,9 +4,11 @@
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod consume;
 pub mod core;
 pub mod embedded_db;
 pub mod http;
+pub mod ledger;
 pub mod mock;
 pub mod ops;
 pub mod roles;

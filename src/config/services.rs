@@ -119,7 +119,7 @@ pub struct TelemetryConfig {
 
 /// `consumers`: the ledger, metrics and audit roles. The chart's `replicaCount` is not
 /// application config.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConsumersConfig {
     /// The ledger role.
@@ -128,6 +128,20 @@ pub struct ConsumersConfig {
     pub metrics_aggregator: MetricsAggregatorConfig,
     /// The audit role. The seeds' top-level `auditLogger` block is read into this one.
     pub audit_logger: AuditLoggerConfig,
+    /// Seconds a consumer replica's partition lease lasts unrenewed (default 10): a crashed
+    /// replica's partitions move to another after at most this long.
+    pub lease_ttl_seconds: u64,
+}
+
+impl Default for ConsumersConfig {
+    fn default() -> Self {
+        Self {
+            ledger_writer: LedgerWriterConfig::default(),
+            metrics_aggregator: MetricsAggregatorConfig::default(),
+            audit_logger: AuditLoggerConfig::default(),
+            lease_ttl_seconds: 10,
+        }
+    }
 }
 
 /// `consumers.ledgerWriter`.
@@ -161,6 +175,10 @@ pub struct MerkleConfig {
     /// PEM ECDSA P-256 private key (SEC1 or PKCS#8) that signs batch headers. Unset: the
     /// ledger role keeps a key under `dataDir` (embedded default).
     pub signing_key_file: Option<PathBuf>,
+    /// Seconds between re-verifications of recent batches by the ledger role (default 60).
+    pub reverify_interval_seconds: u64,
+    /// How many of each partition's newest batches a re-verification covers (default 16).
+    pub reverify_batches: u32,
 }
 
 impl Default for MerkleConfig {
@@ -169,6 +187,8 @@ impl Default for MerkleConfig {
             batch_size_limit: 1000,
             batch_timeout_seconds: 300,
             signing_key_file: None,
+            reverify_interval_seconds: 60,
+            reverify_batches: 16,
         }
     }
 }

@@ -66,7 +66,7 @@ fn ports(c: &Config) -> Checked {
 fn limits(c: &Config) -> Checked {
     let t = &c.gateway.config;
     let m = &c.consumers.ledger_writer.merkle;
-    let limits: [(&str, u64); 13] = [
+    let limits: [(&str, u64); 16] = [
         ("gateway.bodyBytesMax", c.gateway.body_bytes_max as u64),
         (
             "gateway.replayProtection.windowSeconds",
@@ -97,6 +97,15 @@ fn limits(c: &Config) -> Checked {
             "consumers.ledgerWriter.merkle.batchTimeoutSeconds",
             m.batch_timeout_seconds,
         ),
+        (
+            "consumers.ledgerWriter.merkle.reverifyIntervalSeconds",
+            m.reverify_interval_seconds,
+        ),
+        (
+            "consumers.ledgerWriter.merkle.reverifyBatches",
+            u64::from(m.reverify_batches),
+        ),
+        ("consumers.leaseTtlSeconds", c.consumers.lease_ttl_seconds),
         (
             "consumers.auditLogger.retentionDays",
             u64::from(c.consumers.audit_logger.retention_days),

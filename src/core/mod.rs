@@ -3,10 +3,12 @@
 //! rule here is unit- and property-tested without a database.
 
 pub mod agent;
+pub mod checkpoint;
 pub mod decision;
 pub mod estimate;
 pub mod events;
 pub mod glob;
+pub mod merkle;
 pub mod money;
 pub mod policy;
 pub mod pricebook_file;

@@ -57,7 +57,7 @@ impl From<StoreError> for OpsError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { kind, id } => OpsError::NotFound { kind, id },
-            StoreError::Conflict(m) => OpsError::Conflict(m),
+            StoreError::Conflict(m) | StoreError::Fenced(m) => OpsError::Conflict(m),
             StoreError::Unavailable(m) => OpsError::Unavailable(format!("store unavailable: {m}")),
             StoreError::Corrupt(m) => {
                 OpsError::Unavailable(format!("store data inconsistent: {m}"))

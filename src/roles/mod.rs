@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod gateway;
+pub mod ledger;
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,6 +16,8 @@ use crate::config::Config;
 use crate::http::Shutdown;
 use crate::spend::local::{LocalLimits, LocalSpend};
 use crate::spend::SpendCache;
+use crate::store::leases::LeaseStore;
+use crate::store::ledger::LedgerStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -51,7 +54,7 @@ impl Role {
 
     /// Whether this build can run the role yet.
     pub fn available(self) -> bool {
-        matches!(self, Role::Admin | Role::Gateway)
+        matches!(self, Role::Admin | Role::Gateway | Role::Ledger)
     }
 }
 
@@ -101,8 +104,21 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// The system of record behind each of its traits (one backend, one connection pool).
+#[derive(Clone)]
+pub struct Stores {
+    pub store: Arc<dyn Store>,
+    pub ledger: Arc<dyn LedgerStore>,
+    pub leases: Arc<dyn LeaseStore>,
+}
+
 /// Opens the configured system of record: the embedded SQLite file unless Postgres is set.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    Ok(open_stores(config).await?.store)
+}
+
+/// Opens the configured system of record behind every store trait.
+pub async fn open_stores(config: &Config) -> Result<Stores, ServeError> {
     if config.postgresql.is_configured() {
         return Err(ServeError::Config(
             "postgresql is configured, but this build has only the embedded store; \
@@ -114,7 +130,12 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir))
         .await
         .map_err(|e| ServeError::Config(format!("store open task failed: {e}")))??;
-    Ok(Arc::new(store))
+    let store = Arc::new(store);
+    Ok(Stores {
+        store: Arc::clone(&store) as Arc<dyn Store>,
+        ledger: Arc::clone(&store) as Arc<dyn LedgerStore>,
+        leases: store,
+    })
 }
 
 /// Opens the event bus: the embedded log unless Kafka is configured.
@@ -152,7 +173,8 @@ pub async fn open_spend(config: &Config) -> Result<Arc<dyn SpendCache>, ServeErr
 /// Runs the given roles until SIGTERM or SIGINT.
 pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
     let metrics = crate::telemetry::init_metrics().map_err(ServeError::Config)?;
-    let store = open_store(&config).await?;
+    let stores = open_stores(&config).await?;
+    let store = Arc::clone(&stores.store);
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut checks = Vec::new();
@@ -206,6 +228,17 @@ pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
                 )
                 .await?;
                 tasks.spawn(gateway.run(shutdown.clone()));
+            }
+            Role::Ledger => {
+                let ledger = ledger::prepare(
+                    &config,
+                    Arc::clone(&stores.ledger),
+                    Arc::clone(&stores.leases),
+                    Arc::clone(&bus),
+                    shutdown.clone(),
+                )
+                .await?;
+                tasks.spawn(ledger);
             }
             other => {
                 return Err(ServeError::Config(format!(

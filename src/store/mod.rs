@@ -3,6 +3,8 @@
 //! trait. Stores validate nothing about business rules (that is `ops`), but every change they
 //! make writes its admin event into the outbox in the same transaction.
 
+pub mod leases;
+pub mod ledger;
 pub mod outbox;
 pub mod sqlite;
 
@@ -29,6 +31,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store data is inconsistent: {0}")]
     Corrupt(String),
+    /// A consumer's lease was taken over; nothing of its transaction was written.
+    #[error("lease lost: {0}")]
+    Fenced(String),
 }
 
 /// Who made a change and why; recorded in the change's outbox event.

@@ -3,6 +3,8 @@
 //! `policies.rs`; this file owns the connection, migrations and the trait wiring only.
 
 mod agents;
+mod leases;
+mod ledger;
 mod policies;
 
 use std::path::{Path, PathBuf};
@@ -26,11 +28,18 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// File name of the embedded database inside the data directory.
 pub const DB_FILE: &str = "caracal.db";
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "ledger",
+        include_str!("../../../migrations/sqlite/0002_ledger.sql"),
+    ),
+];
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,

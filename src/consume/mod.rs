@@ -1,0 +1,265 @@
+//! The consumer runtime shared by the ledger and audit roles: owns partitions through leases
+//! with fencing epochs, reads them by offset, hands each message to a `Sink`, sends what the
+//! sink cannot take to `caracal.dlq`, and lets the sink commit its output together with the
+//! next offset. It never decides what an event means and never commits an offset itself
+//! except through the sink's fenced transaction (or, for an all-DLQ batch, the fenced offset
+//! commit), so a replica that lost its lease writes nothing.
+
+pub mod dlq;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::bus::{BusError, ConsumedMessage, EventBus};
+use crate::http::Shutdown;
+use crate::store::leases::{Fence, Lease, LeaseRequest, LeaseStore};
+use crate::store::StoreError;
+
+/// A consumer's settings. Every limit is explicit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    /// `ledger` or `audit`: the lease namespace and the `consumer` metric label.
+    pub name: String,
+    pub topics: Vec<String>,
+    /// This replica's identity in the lease table (unique per process).
+    pub owner: String,
+    /// How long a lease lasts unrenewed: a crashed replica's partitions move after this.
+    pub lease_ttl: Duration,
+    /// How often leases are renewed and the partition split rebalanced.
+    pub renew_every: Duration,
+    /// Most messages read (and committed) per partition per round.
+    pub fetch_messages_max: usize,
+    /// Pause when a round found nothing to do.
+    pub idle_poll: Duration,
+    /// Pause after a store or bus error before retrying.
+    pub error_backoff: Duration,
+}
+
+impl ConsumerConfig {
+    pub fn new(name: &str, topics: Vec<String>) -> ConsumerConfig {
+        ConsumerConfig {
+            name: name.to_owned(),
+            topics,
+            owner: instance_owner(),
+            lease_ttl: Duration::from_secs(10),
+            renew_every: Duration::from_secs(3),
+            fetch_messages_max: 2_000,
+            idle_poll: Duration::from_millis(50),
+            error_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// `host:pid:random`: unique per process, readable in `consumers status`.
+pub fn instance_owner() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &nonce[..8])
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Where a consumer's output goes. `Item` is one message made ready for the sink.
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    type Item: Send;
+
+    /// Turns one message into output, or says why it cannot be applied (it then goes to the
+    /// DLQ and the consumer moves on).
+    fn accept(&self, message: &ConsumedMessage) -> Result<Self::Item, String>;
+
+    /// Writes `items` (possibly none) and moves the committed offset of `fence`'s partition to
+    /// `next_offset`, in one transaction that fails with `StoreError::Fenced` if the lease was
+    /// lost. Returns how many items were new (not duplicates).
+    async fn commit(
+        &self,
+        fence: &Fence,
+        items: Vec<Self::Item>,
+        next_offset: i64,
+    ) -> Result<usize, StoreError>;
+
+    /// Runs after every round with the partitions owned now (the ledger seals batches here).
+    async fn after_round(&self, leases: &[Lease]) -> Result<(), ConsumeError> {
+        let _ = leases;
+        Ok(())
+    }
+
+    /// Runs once when the consumer stops, after the last commit.
+    async fn on_stop(&self, leases: &[Lease]) {
+        let _ = leases;
+    }
+}
+
+/// Runs a consumer until shutdown; releases its leases on the way out.
+pub async fn run<S: Sink>(
+    config: ConsumerConfig,
+    leases: Arc<dyn LeaseStore>,
+    bus: Arc<dyn EventBus>,
+    sink: Arc<S>,
+    mut shutdown: Shutdown,
+) {
+    tracing::info!(consumer = %config.name, owner = %config.owner, topics = ?config.topics, "consumer starting");
+    let mut owned: Vec<Lease> = Vec::new();
+    let mut renewed_at: Option<Instant> = None;
+    loop {
+        if shutdown.is_requested() {
+            break;
+        }
+        if renewed_at.is_none_or(|at| at.elapsed() >= config.renew_every) {
+            match renew(&config, leases.as_ref(), bus.as_ref(), &owned).await {
+                Ok(now) => {
+                    owned = now;
+                    renewed_at = Some(Instant::now());
+                }
+                Err(e) => {
+                    tracing::warn!(consumer = %config.name, error = %e, "cannot renew leases; retrying");
+                    pause(config.error_backoff, &mut shutdown).await;
+                    continue;
+                }
+            }
+        }
+        let mut progressed = false;
+        let mut lost = false;
+        for lease in owned.iter_mut() {
+            match consume_partition(&config, bus.as_ref(), sink.as_ref(), lease).await {
+                Ok(moved) => progressed |= moved,
+                Err(ConsumeError::Store(StoreError::Fenced(why))) => {
+                    tracing::warn!(consumer = %config.name, %why, "lease lost; stopping that partition");
+                    lost = true;
+                }
+                Err(e) => {
+                    tracing::warn!(consumer = %config.name, topic = %lease.fence.topic, partition = lease.fence.partition, error = %e, "consume failed; retrying");
+                    pause(config.error_backoff, &mut shutdown).await;
+                }
+            }
+        }
+        if lost {
+            renewed_at = None;
+        }
+        if let Err(e) = sink.after_round(&owned).await {
+            tracing::warn!(consumer = %config.name, error = %e, "after-round work failed; retrying");
+            if matches!(e, ConsumeError::Store(StoreError::Fenced(_))) {
+                renewed_at = None;
+            }
+        }
+        if !progressed {
+            pause(config.idle_poll, &mut shutdown).await;
+        }
+    }
+    sink.on_stop(&owned).await;
+    if let Err(e) = leases.release_leases(&config.name, &config.owner).await {
+        tracing::warn!(consumer = %config.name, error = %e, "cannot release leases; they expire by themselves");
+    }
+    tracing::info!(consumer = %config.name, "consumer stopped");
+}
+
+async fn pause(duration: Duration, shutdown: &mut Shutdown) {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => {}
+        () = shutdown.wait() => {}
+    }
+}
+
+/// Renews membership and leases for every topic; reports lag gauges for partitions given up.
+async fn renew(
+    config: &ConsumerConfig,
+    store: &dyn LeaseStore,
+    bus: &dyn EventBus,
+    previous: &[Lease],
+) -> Result<Vec<Lease>, ConsumeError> {
+    let now_micros = chrono::Utc::now().timestamp_micros();
+    let ttl_micros = i64::try_from(config.lease_ttl.as_micros()).unwrap_or(i64::MAX);
+    let mut owned = Vec::new();
+    for topic in &config.topics {
+        let partitions = bus.partition_count(topic).await?;
+        let request = LeaseRequest {
+            consumer: config.name.clone(),
+            topic: topic.clone(),
+            partitions,
+            owner: config.owner.clone(),
+            now_micros,
+            ttl_micros,
+        };
+        owned.extend(store.acquire_leases(&request).await?);
+    }
+    for lease in &owned {
+        if !previous.iter().any(|p| p.fence == lease.fence) {
+            tracing::info!(consumer = %config.name, topic = %lease.fence.topic, partition = lease.fence.partition, epoch = lease.fence.epoch, offset = lease.next_offset, "partition acquired");
+        }
+    }
+    Ok(owned)
+}
+
+/// Reads one batch of a partition and commits it. `Ok(true)` when the offset moved.
+async fn consume_partition<S: Sink>(
+    config: &ConsumerConfig,
+    bus: &dyn EventBus,
+    sink: &S,
+    lease: &mut Lease,
+) -> Result<bool, ConsumeError> {
+    let fence = &lease.fence;
+    let messages = bus
+        .fetch(
+            &fence.topic,
+            fence.partition,
+            lease.next_offset,
+            config.fetch_messages_max,
+        )
+        .await?;
+    let high_watermark = bus.high_watermark(&fence.topic, fence.partition).await?;
+    let Some(last) = messages.last() else {
+        record_lag(config, fence, high_watermark - lease.next_offset);
+        return Ok(false);
+    };
+    let next_offset = last.offset.saturating_add(1);
+    let mut items = Vec::with_capacity(messages.len());
+    let mut dead = Vec::new();
+    for message in &messages {
+        match sink.accept(message) {
+            Ok(item) => items.push(item),
+            Err(reason) => {
+                tracing::warn!(consumer = %config.name, topic = %message.topic, partition = message.partition, offset = message.offset, %reason, "message sent to the DLQ");
+                dead.push(dlq::dead_letter(message, &config.name, &reason));
+            }
+        }
+    }
+    // The DLQ entries are durable before the offset moves past them: nothing is lost.
+    if !dead.is_empty() {
+        let count = dead.len() as u64;
+        bus.publish(dead).await?;
+        metrics::counter!("caracal_dlq_messages_total", "consumer" => config.name.clone())
+            .increment(count);
+    }
+    let accepted = items.len() as u64;
+    let inserted = sink.commit(fence, items, next_offset).await?;
+    lease.next_offset = next_offset;
+    metrics::counter!("caracal_consumer_events_total", "consumer" => config.name.clone(), "topic" => fence.topic.clone())
+        .increment(accepted);
+    if (inserted as u64) < accepted {
+        metrics::counter!("caracal_consumer_duplicates_total", "consumer" => config.name.clone())
+            .increment(accepted - inserted as u64);
+    }
+    record_lag(config, fence, high_watermark - next_offset);
+    Ok(true)
+}
+
+fn record_lag(config: &ConsumerConfig, fence: &Fence, lag: i64) {
+    metrics::gauge!(
+        "kafka_consumer_lag",
+        "topic" => fence.topic.clone(),
+        "partition" => fence.partition.to_string(),
+        "consumer" => config.name.clone()
+    )
+    .set(lag.max(0) as f64);
+}

@@ -1,0 +1,201 @@
+//! The ledger: metering events from the log into numbered rows (exactly once, through the
+//! consumer runtime's fenced commits), sealed into signed Merkle batches, verified on sealing
+//! and re-verified on a timer. `verify` checks batches, `seal` makes them, `keys` loads the
+//! signing key. The sink never changes a stored row and never seals a row twice.
+
+pub mod keys;
+pub mod seal;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use crate::bus::avro;
+use crate::bus::ConsumedMessage;
+use crate::consume::{ConsumeError, Sink};
+use crate::core::checkpoint::SigningKey;
+use crate::core::events::{Event, TOPIC_METERING_EVENTS};
+use crate::store::leases::{Fence, Lease};
+use crate::store::ledger::{LedgerColumns, LedgerEntry, LedgerStore, SealedBatch};
+use crate::store::StoreError;
+
+use self::verify::KeyRing;
+
+/// The ledger role's batching and re-verification settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerSettings {
+    /// Rows per sealed batch.
+    pub batch_size_limit: i64,
+    /// A non-empty batch older than this is sealed even if not full.
+    pub batch_timeout: Duration,
+    /// How often recent batches are verified again.
+    pub reverify_every: Duration,
+    /// How many of each owned partition's newest batches a re-verification covers.
+    pub reverify_batches: i64,
+}
+
+/// The ledger's consumer sink.
+pub struct LedgerSink {
+    store: Arc<dyn LedgerStore>,
+    key: SigningKey,
+    key_id: String,
+    keys: KeyRing,
+    settings: LedgerSettings,
+    state: Mutex<SealState>,
+}
+
+#[derive(Default)]
+struct SealState {
+    /// When each partition's open (unsealed, non-empty) batch was first seen.
+    opened: HashMap<i32, Instant>,
+    reverified_at: Option<Instant>,
+}
+
+impl LedgerSink {
+    /// Registers the signing key's public half in the store (so its batches verify forever)
+    /// and builds the sink.
+    pub async fn new(
+        store: Arc<dyn LedgerStore>,
+        key: SigningKey,
+        settings: LedgerSettings,
+    ) -> Result<LedgerSink, StoreError> {
+        let public = key.verifying_key();
+        let key_id = public.key_id();
+        store
+            .put_signing_key(
+                &key_id,
+                public.point(),
+                chrono::Utc::now().timestamp_micros(),
+            )
+            .await?;
+        let keys = verify::key_ring(store.signing_keys().await?);
+        Ok(LedgerSink {
+            store,
+            key,
+            key_id,
+            keys,
+            settings,
+            state: Mutex::new(SealState::default()),
+        })
+    }
+
+    /// Seals what is due on one owned partition: every full batch, and the open batch once it
+    /// is older than the timeout.
+    async fn seal_due(&self, fence: &Fence, state: &mut SealState) -> Result<(), ConsumeError> {
+        let partition = fence.partition;
+        let mut head = self.store.ledger_head(partition).await?;
+        loop {
+            let unsealed = head.unsealed();
+            if unsealed == 0 {
+                state.opened.remove(&partition);
+                return Ok(());
+            }
+            let opened = *state.opened.entry(partition).or_insert_with(Instant::now);
+            let full = unsealed >= self.settings.batch_size_limit;
+            if !full && opened.elapsed() < self.settings.batch_timeout {
+                return Ok(());
+            }
+            let count = unsealed.min(self.settings.batch_size_limit);
+            let now = chrono::Utc::now().timestamp_micros();
+            let sealed = seal::seal_next(
+                self.store.as_ref(),
+                &self.key,
+                &self.key_id,
+                Some(fence),
+                &head,
+                count,
+                now,
+            )
+            .await
+            .map_err(|e| match e {
+                seal::SealError::Store(s) => ConsumeError::Store(s),
+                other => ConsumeError::Store(StoreError::Corrupt(other.to_string())),
+            })?;
+            seal::read_back(
+                self.store.as_ref(),
+                &sealed,
+                head.last_batch.as_ref(),
+                &self.keys,
+            )
+            .await?;
+            state.opened.insert(partition, Instant::now());
+            head.last_batch = Some(sealed);
+        }
+    }
+
+    /// Verifies again the newest batches of every owned partition.
+    async fn reverify(&self, leases: &[Lease]) -> Result<(), StoreError> {
+        for lease in leases {
+            let head = self.store.ledger_head(lease.fence.partition).await?;
+            let Some(last) = head.last_batch else {
+                continue;
+            };
+            let newest = last.header.batch_number;
+            let oldest = newest
+                .saturating_sub(self.settings.reverify_batches.saturating_sub(1))
+                .max(0);
+            let mut previous: Option<SealedBatch> = None;
+            for number in oldest..=newest {
+                let Some(batch) = self.store.merkle_batch(head.partition, number).await? else {
+                    continue;
+                };
+                let report =
+                    verify::verify_one(self.store.as_ref(), &batch, previous.as_ref(), &self.keys)
+                        .await?;
+                seal::record(&report);
+                previous = Some(batch);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for LedgerSink {
+    type Item = LedgerEntry;
+
+    fn accept(&self, message: &ConsumedMessage) -> Result<LedgerEntry, String> {
+        let decoded = avro::decode_framed(&message.value, |_| None).map_err(|e| e.to_string())?;
+        match &decoded.event {
+            Event::Metering(event) => Ok(LedgerEntry {
+                columns: LedgerColumns::from_event(event),
+                datum: decoded.datum.to_vec(),
+                source_offset: message.offset,
+            }),
+            other => Err(format!(
+                "expected a MeteringEvent on {TOPIC_METERING_EVENTS}, found a {}",
+                other.kind().name()
+            )),
+        }
+    }
+
+    async fn commit(
+        &self,
+        fence: &Fence,
+        items: Vec<LedgerEntry>,
+        next_offset: i64,
+    ) -> Result<usize, StoreError> {
+        let outcome = self.store.append_ledger(fence, items, next_offset).await?;
+        Ok(outcome.inserted)
+    }
+
+    async fn after_round(&self, leases: &[Lease]) -> Result<(), ConsumeError> {
+        let mut state = self.state.lock().await;
+        for lease in leases {
+            self.seal_due(&lease.fence, &mut state).await?;
+        }
+        let due = state
+            .reverified_at
+            .is_none_or(|at| at.elapsed() >= self.settings.reverify_every);
+        if due {
+            state.reverified_at = Some(Instant::now());
+            drop(state);
+            self.reverify(leases).await?;
+        }
+        Ok(())
+    }
+}

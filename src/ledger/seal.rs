@@ -1,0 +1,133 @@
+//! Sealing: turns the next unsealed rows of a partition into a signed Merkle batch, stores it,
+//! and reads it back to verify it. Used by the ledger role (full or timed-out batches) and by
+//! `merkle backfill` (everything unsealed). Never alters a row.
+
+use crate::core::checkpoint::{BatchHeader, SigningKey};
+use crate::core::merkle::{self, Hash};
+use crate::store::leases::Fence;
+use crate::store::ledger::{LedgerStore, PartitionHead, SealedBatch};
+use crate::store::StoreError;
+
+use super::verify::{self, BatchReport, KeyRing};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot sign batch {batch} of partition {partition}: {reason}")]
+    Sign {
+        partition: i32,
+        batch: i64,
+        reason: String,
+    },
+    #[error("partition {partition}: rows {first}..={last} are not all present ({found} found)")]
+    Incomplete {
+        partition: i32,
+        first: i64,
+        last: i64,
+        found: usize,
+    },
+}
+
+/// Seals the next `count` unsealed rows after `head` (count ≥ 1). Returns the stored batch.
+pub async fn seal_next(
+    store: &dyn LedgerStore,
+    key: &SigningKey,
+    key_id: &str,
+    fence: Option<&Fence>,
+    head: &PartitionHead,
+    count: i64,
+    now_micros: i64,
+) -> Result<SealedBatch, SealError> {
+    let partition = head.partition;
+    let first = head.first_unsealed();
+    let last = first.saturating_add(count.max(1)).saturating_sub(1);
+    let rows = store.ledger_rows(partition, first, last).await?;
+    let contiguous = rows.iter().zip(first..).all(|(row, seq)| row.seq == seq);
+    if !contiguous || i64::try_from(rows.len()).ok() != Some(last - first + 1) {
+        return Err(SealError::Incomplete {
+            partition,
+            first,
+            last,
+            found: rows.len(),
+        });
+    }
+    let leaves: Vec<Hash> = rows.iter().map(|r| merkle::leaf_hash(&r.datum)).collect();
+    let (batch_number, prev_root) = match &head.last_batch {
+        Some(b) => (b.header.batch_number.saturating_add(1), b.header.root),
+        None => (0, [0u8; 32]),
+    };
+    let root = merkle::root(&leaves).ok_or(SealError::Incomplete {
+        partition,
+        first,
+        last,
+        found: 0,
+    })?;
+    let times = rows.iter().map(|r| r.columns.occurred_at_micros);
+    let header = BatchHeader {
+        partition,
+        batch_number,
+        first_seq: first,
+        last_seq: last,
+        count: last - first + 1,
+        root,
+        prev_root,
+        first_time_micros: times.clone().min().unwrap_or(now_micros),
+        last_time_micros: times.max().unwrap_or(now_micros),
+        key_id: key_id.to_owned(),
+    };
+    let signature = key.sign(&header).map_err(|e| SealError::Sign {
+        partition,
+        batch: batch_number,
+        reason: e.to_string(),
+    })?;
+    let batch = SealedBatch {
+        header,
+        signature,
+        sealed_at_micros: now_micros,
+    };
+    let started = std::time::Instant::now();
+    store.seal_batch(fence, &batch).await?;
+    metrics::histogram!("caracal_merkle_seal_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("caracal_merkle_batch_size").record(batch.header.count as f64);
+    Ok(batch)
+}
+
+/// Reads a just-sealed batch back from the store and verifies it; a failure counts in
+/// `caracal_merkle_verification_failures_total`.
+pub async fn read_back(
+    store: &dyn LedgerStore,
+    sealed: &SealedBatch,
+    previous: Option<&SealedBatch>,
+    keys: &KeyRing,
+) -> Result<BatchReport, StoreError> {
+    let h = &sealed.header;
+    let stored = store
+        .merkle_batch(h.partition, h.batch_number)
+        .await?
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "batch {} of partition {} vanished after sealing",
+                h.batch_number, h.partition
+            ))
+        })?;
+    let report = verify::verify_one(store, &stored, previous, keys).await?;
+    record(&report);
+    Ok(report)
+}
+
+/// Counts and logs a failed verification.
+pub fn record(report: &BatchReport) {
+    if report.ok() {
+        return;
+    }
+    metrics::counter!("caracal_merkle_verification_failures_total").increment(1);
+    for failure in &report.failures {
+        tracing::error!(
+            partition = report.partition,
+            batch = report.batch_number,
+            %failure,
+            "merkle verification failed"
+        );
+    }
+}

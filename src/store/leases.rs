@@ -1,0 +1,111 @@
+//! Partition leases with fencing epochs: how replicas of a consumer (ledger, audit) split a
+//! topic's partitions between them without Kafka consumer groups, and how a replica that lost
+//! a partition is kept from committing. Owns the types and the trait; each store implements it
+//! and checks the fence inside the same transaction as the consumer's output.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::StoreError;
+
+/// The right to commit one partition's output: valid while the lease row still names this
+/// owner and epoch. Taking over a partition bumps its epoch, fencing the old owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fence {
+    pub consumer: String,
+    pub topic: String,
+    pub partition: i32,
+    pub owner: String,
+    pub epoch: i64,
+}
+
+/// A partition this replica owns, and where its consumption resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub fence: Fence,
+    /// The offset of the next message to consume (everything before it is committed).
+    pub next_offset: i64,
+}
+
+/// One replica's request for its share of a topic's partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRequest {
+    pub consumer: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub owner: String,
+    /// Unix microseconds now, and how long a lease (and a membership) lasts unrenewed.
+    pub now_micros: i64,
+    pub ttl_micros: i64,
+}
+
+/// A lease row as `consumers status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseRow {
+    pub consumer: String,
+    pub topic: String,
+    pub partition: i32,
+    /// `None` once released.
+    pub owner: Option<String>,
+    pub epoch: i64,
+    pub expires_at_micros: i64,
+    pub next_offset: i64,
+}
+
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Renews this replica's membership and leases and returns the partitions it owns now:
+    /// it keeps at most ⌈partitions / live replicas⌉ (releasing the rest), and takes free or
+    /// expired partitions up to that share, each with a new epoch. One transaction.
+    async fn acquire_leases(&self, request: &LeaseRequest) -> Result<Vec<Lease>, StoreError>;
+
+    /// Gives up every lease and the membership of `owner` (on shutdown), so another replica
+    /// can take over at once instead of after the lease expires.
+    async fn release_leases(&self, consumer: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Every lease row (of one consumer, or all), for `consumers status`.
+    async fn list_leases(&self, consumer: Option<&str>) -> Result<Vec<LeaseRow>, StoreError>;
+
+    /// Moves the committed offset of `fence`'s partition to `next_offset` with no other
+    /// output (for a batch that was all DLQ entries). `Fenced` when the lease was lost.
+    async fn commit_offset(&self, fence: &Fence, next_offset: i64) -> Result<(), StoreError>;
+}
+
+/// The epoch a partition's lease gets when `owner` takes it, given the row it replaces.
+pub fn next_epoch(current: Option<i64>) -> i64 {
+    current.map_or(1, |epoch| epoch.saturating_add(1))
+}
+
+/// How many partitions each of `members` live replicas may own: ⌈partitions / members⌉.
+pub fn fair_share(partitions: i32, members: usize) -> usize {
+    let partitions = usize::try_from(partitions.max(0)).unwrap_or(0);
+    let members = members.max(1);
+    partitions.div_ceil(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fair_share_covers_every_partition() {
+        assert_eq!(fair_share(10, 1), 10);
+        assert_eq!(fair_share(10, 2), 5);
+        assert_eq!(fair_share(10, 3), 4);
+        assert_eq!(fair_share(3, 5), 1);
+        assert_eq!(fair_share(0, 2), 0);
+        assert_eq!(fair_share(5, 0), 5);
+        for partitions in 0..40 {
+            for members in 1..12 {
+                assert!(fair_share(partitions, members) * members >= partitions as usize);
+            }
+        }
+    }
+
+    #[test]
+    fn taking_a_partition_always_moves_its_epoch() {
+        assert_eq!(next_epoch(None), 1);
+        assert_eq!(next_epoch(Some(1)), 2);
+        assert_eq!(next_epoch(Some(i64::MAX)), i64::MAX);
+    }
+}

@@ -1,0 +1,286 @@
+//! The ledger's storage contract: metering events numbered per partition with their canonical
+//! bytes, sealed Merkle batches, signing keys, and the queries the CLI and verifier need.
+//! Owns the row types and the trait; knows nothing of how a batch is built or verified
+//! (`ledger` does that) and enforces only what keeps the tables consistent: contiguous
+//! sequences, one batch per range, output and offset in one fenced transaction.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::leases::Fence;
+use super::StoreError;
+use crate::core::checkpoint::BatchHeader;
+use crate::core::events::MeteringEvent;
+
+/// The decoded columns of a ledger row. Verification recomputes them from the row's datum
+/// and compares, so a column edited behind the datum's back is caught.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LedgerColumns {
+    pub event_id: String,
+    pub occurred_at_micros: i64,
+    pub request_id: String,
+    pub agent_id: String,
+    pub parent_id: Option<String>,
+    pub root_agent_id: String,
+    /// Nearest first; the last is the root.
+    pub ancestor_ids: Vec<String>,
+    pub provider: String,
+    pub resource: String,
+    pub operation: String,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    pub calls: i64,
+    pub cost_micros: i64,
+    pub reserved_micros: i64,
+    pub currency: String,
+    pub estimated: bool,
+    pub outcome: String,
+}
+
+impl LedgerColumns {
+    /// The columns a metering event is stored with.
+    pub fn from_event(event: &MeteringEvent) -> LedgerColumns {
+        LedgerColumns {
+            event_id: event.event_id.to_string(),
+            occurred_at_micros: event.occurred_at.0,
+            request_id: event.request_id.to_string(),
+            agent_id: event.agent_id.to_string(),
+            parent_id: event.parent_id.map(|id| id.to_string()),
+            root_agent_id: event.root_agent_id.to_string(),
+            ancestor_ids: event.ancestor_ids.iter().map(|id| id.to_string()).collect(),
+            provider: event.provider.clone(),
+            resource: event.resource.clone(),
+            operation: event.operation.clone(),
+            input_tokens: saturating_i64(event.input_tokens),
+            cached_input_tokens: saturating_i64(event.cached_input_tokens),
+            output_tokens: saturating_i64(event.output_tokens),
+            calls: saturating_i64(event.calls),
+            cost_micros: event.cost_micros.0,
+            reserved_micros: event.reserved_micros.0,
+            currency: event.currency.to_string(),
+            estimated: event.estimated,
+            outcome: event.outcome.as_str().to_owned(),
+        }
+    }
+
+    /// The name and both values of the first column that differs from `other`.
+    pub fn first_difference(
+        &self,
+        other: &LedgerColumns,
+    ) -> Option<(&'static str, String, String)> {
+        macro_rules! compare {
+            ($($field:ident),+) => {
+                $(if self.$field != other.$field {
+                    return Some((
+                        stringify!($field),
+                        format!("{:?}", self.$field),
+                        format!("{:?}", other.$field),
+                    ));
+                })+
+            };
+        }
+        compare!(
+            event_id,
+            occurred_at_micros,
+            request_id,
+            agent_id,
+            parent_id,
+            root_agent_id,
+            ancestor_ids,
+            provider,
+            resource,
+            operation,
+            input_tokens,
+            cached_input_tokens,
+            output_tokens,
+            calls,
+            cost_micros,
+            reserved_micros,
+            currency,
+            estimated,
+            outcome
+        );
+        None
+    }
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A metering event to append: decoded, with its datum and where it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub columns: LedgerColumns,
+    /// The Avro binary datum as published (unframed): the Merkle leaf's bytes.
+    pub datum: Vec<u8>,
+    pub source_offset: i64,
+}
+
+/// A ledger row as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredRow {
+    pub partition: i32,
+    pub seq: i64,
+    pub source_offset: i64,
+    pub columns: LedgerColumns,
+    #[serde(skip)]
+    pub datum: Vec<u8>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub inserted: usize,
+    /// Events already in the ledger (a retried publish): skipped, no sequence number used.
+    pub duplicates: usize,
+}
+
+/// A sealed batch: its signed header and signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SealedBatch {
+    pub header: BatchHeader,
+    #[serde(serialize_with = "serialize_hex")]
+    pub signature: Vec<u8>,
+    pub sealed_at_micros: i64,
+}
+
+fn serialize_hex<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&hex(bytes))
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Where a partition's ledger stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionHead {
+    pub partition: i32,
+    /// The sequence number the next row will get (rows are 0..next_seq).
+    pub next_seq: i64,
+    /// The newest sealed batch, if any.
+    pub last_batch: Option<SealedBatch>,
+}
+
+impl PartitionHead {
+    /// The first sequence number no batch covers.
+    pub fn first_unsealed(&self) -> i64 {
+        self.last_batch
+            .as_ref()
+            .map_or(0, |b| b.header.last_seq.saturating_add(1))
+    }
+
+    /// Rows no batch covers yet.
+    pub fn unsealed(&self) -> i64 {
+        self.next_seq.saturating_sub(self.first_unsealed()).max(0)
+    }
+}
+
+/// Which ledger rows `ledger query` wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerQuery {
+    pub agent_id: String,
+    /// Also the events of every descendant of the agent.
+    pub include_children: bool,
+    /// `[start, end)` in Unix microseconds.
+    pub start_micros: i64,
+    pub end_micros: i64,
+    pub limit: usize,
+}
+
+/// Cost per currency over a query's whole range (not only the rows returned).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CurrencyTotal {
+    pub currency: String,
+    pub events: i64,
+    pub cost_micros: i64,
+}
+
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// Appends `entries` (all from `fence`'s partition, in log order) with the next sequence
+    /// numbers, skipping events already present, and moves the committed offset to
+    /// `next_offset`: all in one transaction, which fails with `Fenced` if the lease was lost.
+    async fn append_ledger(
+        &self,
+        fence: &Fence,
+        entries: Vec<LedgerEntry>,
+        next_offset: i64,
+    ) -> Result<AppendOutcome, StoreError>;
+
+    /// Every partition that has rows, with its head.
+    async fn ledger_heads(&self) -> Result<Vec<PartitionHead>, StoreError>;
+
+    /// The head of one partition (`next_seq` 0 and no batch when it has no rows).
+    async fn ledger_head(&self, partition: i32) -> Result<PartitionHead, StoreError>;
+
+    /// Rows `first..=last` of a partition, in sequence order, as stored (gaps show as missing).
+    async fn ledger_rows(
+        &self,
+        partition: i32,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<StoredRow>, StoreError>;
+
+    /// The row of one event.
+    async fn ledger_event(&self, event_id: &str) -> Result<Option<StoredRow>, StoreError>;
+
+    /// Stores a sealed batch. `Conflict` unless it directly follows the partition's last batch
+    /// (number and sequence) and covers only existing rows; with a fence, `Fenced` if the
+    /// partition's lease was lost.
+    async fn seal_batch(
+        &self,
+        fence: Option<&Fence>,
+        batch: &SealedBatch,
+    ) -> Result<(), StoreError>;
+
+    /// One batch.
+    async fn merkle_batch(
+        &self,
+        partition: i32,
+        batch_number: i64,
+    ) -> Result<Option<SealedBatch>, StoreError>;
+
+    /// The batch that covers `seq` of `partition`.
+    async fn batch_covering(
+        &self,
+        partition: i32,
+        seq: i64,
+    ) -> Result<Option<SealedBatch>, StoreError>;
+
+    /// Batches whose time range meets `[start, end)`, by partition then number, after the
+    /// `(partition, batch_number)` cursor `after`, at most `limit`.
+    async fn batches_in_range(
+        &self,
+        start_micros: i64,
+        end_micros: i64,
+        after: Option<(i32, i64)>,
+        limit: usize,
+    ) -> Result<Vec<SealedBatch>, StoreError>;
+
+    /// Records a public key (idempotent).
+    async fn put_signing_key(
+        &self,
+        key_id: &str,
+        public_key: &[u8],
+        at_micros: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Every public key by id.
+    async fn signing_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Rows of a query, oldest first, at most `query.limit`, and totals over the whole range.
+    async fn query_ledger(
+        &self,
+        query: &LedgerQuery,
+    ) -> Result<(Vec<StoredRow>, Vec<CurrencyTotal>), StoreError>;
+}
