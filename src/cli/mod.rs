@@ -3,11 +3,16 @@
 
 mod agent;
 mod config_cmd;
+mod consumers;
+mod dlq;
 mod key;
+mod ledger;
+mod merkle;
 mod output;
 mod policy;
 mod pricebook;
 mod serve;
+mod time;
 
 use std::path::PathBuf;
 
@@ -35,6 +40,10 @@ pub enum Command {
     Policy(policy::PolicyCmd),
     Pricebook(pricebook::PricebookCmd),
     Config(config_cmd::ConfigCmd),
+    Ledger(ledger::LedgerCmd),
+    Merkle(merkle::MerkleCmd),
+    Dlq(dlq::DlqCmd),
+    Consumers(consumers::ConsumersCmd),
 }
 
 /// Runs a parsed command line to completion.
@@ -49,6 +58,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(cmd) => policy::run(cmd, &config).await,
         Command::Pricebook(cmd) => pricebook::run(cmd, &config).await,
         Command::Config(cmd) => config_cmd::run(cmd, &config),
+        Command::Ledger(cmd) => ledger::run(cmd, &config).await,
+        Command::Merkle(cmd) => merkle::run(cmd, &config).await,
+        Command::Dlq(cmd) => dlq::run(cmd, &config).await,
+        Command::Consumers(cmd) => consumers::run(cmd, &config).await,
     }
 }
 

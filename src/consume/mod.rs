@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::bus::{BusError, ConsumedMessage, EventBus};
+use crate::core::events::TOPIC_DLQ;
 use crate::http::Shutdown;
 use crate::store::leases::{Fence, Lease, LeaseRequest, LeaseStore};
 use crate::store::StoreError;
@@ -193,6 +194,7 @@ async fn renew(
         };
         owned.extend(store.acquire_leases(&request).await?);
     }
+    record_dlq_size(bus).await?;
     for lease in &owned {
         if !previous.iter().any(|p| p.fence == lease.fence) {
             tracing::info!(consumer = %config.name, topic = %lease.fence.topic, partition = lease.fence.partition, epoch = lease.fence.epoch, offset = lease.next_offset, "partition acquired");
@@ -252,6 +254,16 @@ async fn consume_partition<S: Sink>(
     }
     record_lag(config, fence, high_watermark - next_offset);
     Ok(true)
+}
+
+/// `caracal_dlq_size`: entries in the dead-letter topic (the seeds alert above 1000).
+async fn record_dlq_size(bus: &dyn EventBus) -> Result<(), BusError> {
+    let mut size = 0i64;
+    for partition in 0..bus.partition_count(TOPIC_DLQ).await? {
+        size = size.saturating_add(bus.high_watermark(TOPIC_DLQ, partition).await?);
+    }
+    metrics::gauge!("caracal_dlq_size").set(size as f64);
+    Ok(())
 }
 
 fn record_lag(config: &ConsumerConfig, fence: &Fence, lag: i64) {

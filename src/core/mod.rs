@@ -12,6 +12,7 @@ pub mod merkle;
 pub mod money;
 pub mod policy;
 pub mod pricebook_file;
+pub mod proof;
 pub mod pricebook_shipped;
 pub mod pricing;
 pub mod sse;

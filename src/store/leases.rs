@@ -69,6 +69,17 @@ pub trait LeaseStore: Send + Sync {
     /// Moves the committed offset of `fence`'s partition to `next_offset` with no other
     /// output (for a batch that was all DLQ entries). `Fenced` when the lease was lost.
     async fn commit_offset(&self, fence: &Fence, next_offset: i64) -> Result<(), StoreError>;
+
+    /// Records that DLQ entry `(partition, offset)` was re-published; `false` if it already was.
+    async fn record_dlq_replay(
+        &self,
+        partition: i32,
+        offset: i64,
+        at_micros: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// The DLQ entries already re-published, as `(partition, offset)`.
+    async fn dlq_replays(&self) -> Result<Vec<(i32, i64)>, StoreError>;
 }
 
 /// The epoch a partition's lease gets when `owner` takes it, given the row it replaces.

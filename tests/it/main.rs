@@ -10,6 +10,8 @@ mod cli_errors;
 mod config_cli;
 mod gateway;
 mod gateway_auth;
+mod ledger;
+mod ledger_tamper;
 mod mock_upstream;
 mod sdk;
 mod serve_lifecycle;

@@ -228,4 +228,31 @@ impl LeaseStore for SqliteStore {
         self.write(move |tx| check_fence(tx, &fence, Some(next_offset)))
             .await
     }
+
+    async fn record_dlq_replay(
+        &self,
+        partition: i32,
+        offset: i64,
+        at_micros: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx| {
+            tx.execute(
+                r#"INSERT INTO dlq_replays ("partition", "offset", replayed_at) VALUES (?1, ?2, ?3)
+                   ON CONFLICT ("partition", "offset") DO NOTHING"#,
+                params![partition, offset, at_micros],
+            )
+            .map(|n| n == 1)
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn dlq_replays(&self) -> Result<Vec<(i32, i64)>, StoreError> {
+        self.read(|tx| {
+            tx.prepare(r#"SELECT "partition", "offset" FROM dlq_replays ORDER BY 1, 2"#)
+                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .map_err(map_err)
+        })
+        .await
+    }
 }
