@@ -94,7 +94,16 @@ pub async fn run(cmd: ConsumersCmd, config: &Config) -> anyhow::Result<()> {
                 })
                 .collect();
             print_table(
-                &["CONSUMER", "TOPIC", "PARTITION", "OWNER", "EPOCH", "COMMITTED", "HIGH_WATERMARK", "LAG"],
+                &[
+                    "CONSUMER",
+                    "TOPIC",
+                    "PARTITION",
+                    "OWNER",
+                    "EPOCH",
+                    "COMMITTED",
+                    "HIGH_WATERMARK",
+                    "LAG",
+                ],
                 &table,
             );
             Ok(())

@@ -63,7 +63,10 @@ struct Replay {
 }
 
 /// Every DLQ entry, up to `limit`, oldest first per partition.
-async fn entries(bus: &dyn EventBus, limit: usize) -> anyhow::Result<Vec<crate::bus::ConsumedMessage>> {
+async fn entries(
+    bus: &dyn EventBus,
+    limit: usize,
+) -> anyhow::Result<Vec<crate::bus::ConsumedMessage>> {
     let mut found = Vec::new();
     for partition in 0..bus.partition_count(TOPIC_DLQ).await? {
         let mut offset = 0;
@@ -91,11 +94,17 @@ async fn run_with(cmd: DlqCmd, config: &Config, bus: &dyn EventBus) -> anyhow::R
     let replayed: HashSet<(i32, i64)> = stores.leases.dlq_replays().await?.into_iter().collect();
     match cmd.cmd {
         Sub::List(c) => {
-            let listed: Vec<(DeadLetter, bool)> = entries(bus, c.limit.clamp(1, crate::store::LIST_ROWS_MAX))
-                .await?
-                .iter()
-                .map(|m| (DeadLetter::from_message(m), replayed.contains(&(m.partition, m.offset))))
-                .collect();
+            let listed: Vec<(DeadLetter, bool)> =
+                entries(bus, c.limit.clamp(1, crate::store::LIST_ROWS_MAX))
+                    .await?
+                    .iter()
+                    .map(|m| {
+                        (
+                            DeadLetter::from_message(m),
+                            replayed.contains(&(m.partition, m.offset)),
+                        )
+                    })
+                    .collect();
             match c.output {
                 Output::Json => {
                     let json: Vec<serde_json::Value> = listed
@@ -140,7 +149,9 @@ async fn run_with(cmd: DlqCmd, config: &Config, bus: &dyn EventBus) -> anyhow::R
             }
             let pending = total - i64::try_from(replayed.len()).unwrap_or(0);
             match c.output {
-                Output::Json => print_json(&serde_json::json!({"total": total, "pending": pending})),
+                Output::Json => {
+                    print_json(&serde_json::json!({"total": total, "pending": pending}))
+                }
                 Output::Table => {
                     println!("{total} entries ({pending} not replayed)");
                     Ok(())

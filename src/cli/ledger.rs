@@ -155,7 +155,8 @@ fn csv_field(text: &str) -> String {
 
 pub async fn run(cmd: LedgerCmd, config: &Config) -> anyhow::Result<()> {
     let Sub::Query(q) = cmd.cmd;
-    let (start_micros, end_micros) = parse_range(&q.start_date, &q.end_date).map_err(anyhow::Error::msg)?;
+    let (start_micros, end_micros) =
+        parse_range(&q.start_date, &q.end_date).map_err(anyhow::Error::msg)?;
     let limit = q.limit.clamp(1, LIST_ROWS_MAX);
     let stores = crate::roles::open_stores(config).await?;
     let query = LedgerQuery {
@@ -213,14 +214,24 @@ pub async fn run(cmd: LedgerCmd, config: &Config) -> anyhow::Result<()> {
                         r.occurred_at.clone(),
                         r.agent_id.to_owned(),
                         format!("{}/{}", r.provider, r.resource),
-                        format!("{}+{}/{}", r.input_tokens, r.cached_input_tokens, r.output_tokens),
+                        format!(
+                            "{}+{}/{}",
+                            r.input_tokens, r.cached_input_tokens, r.output_tokens
+                        ),
                         format!("{} {}", r.cost, r.currency),
                         r.outcome.to_owned(),
                     ]
                 })
                 .collect();
             print_table(
-                &["OCCURRED_AT", "AGENT", "RESOURCE", "TOKENS IN+CACHED/OUT", "COST", "OUTCOME"],
+                &[
+                    "OCCURRED_AT",
+                    "AGENT",
+                    "RESOURCE",
+                    "TOKENS IN+CACHED/OUT",
+                    "COST",
+                    "OUTCOME",
+                ],
                 &table,
             );
             if report.truncated {

@@ -221,15 +221,25 @@ async fn export_proof(c: Proof, config: &Config) -> anyhow::Result<()> {
             )
         })?;
     let h = &batch.header;
-    let rows = ledger.ledger_rows(h.partition, h.first_seq, h.last_seq).await?;
+    let rows = ledger
+        .ledger_rows(h.partition, h.first_seq, h.last_seq)
+        .await?;
     let leaves: Vec<Hash> = rows.iter().map(|r| merkle::leaf_hash(&r.datum)).collect();
     let keys = verify::key_ring(ledger.signing_keys().await?);
     let key = keys
         .get(&h.key_id)
         .with_context(|| format!("the batch's signing key {} is not stored", h.key_id))?;
     let index = usize::try_from(row.seq - h.first_seq).context("sequence out of range")?;
-    let document = proof::build(&row.datum, &leaves, index, h, &batch.signature, key, &row.columns.event_id)
-        .context("cannot build the proof")?;
+    let document = proof::build(
+        &row.datum,
+        &leaves,
+        index,
+        h,
+        &batch.signature,
+        key,
+        &row.columns.event_id,
+    )
+    .context("cannot build the proof")?;
     let text = serde_json::to_string_pretty(&document)?;
     match c.out {
         Some(path) => std::fs::write(&path, text + "\n")
@@ -304,24 +314,36 @@ async fn backfill(c: Backfill, config: &Config) -> anyhow::Result<()> {
             head.last_batch = Some(sealed);
         }
     }
-    let from = c.source_version.map(|v| format!(" (from {v})")).unwrap_or_default();
+    let from = c
+        .source_version
+        .map(|v| format!(" (from {v})"))
+        .unwrap_or_default();
     println!("sealed {rows} rows into {batches} batches{from} with key {key_id}");
     Ok(())
 }
 
 async fn list_batches(c: ListBatches, config: &Config) -> anyhow::Result<()> {
     let start = match &c.start {
-        Some(s) => super::time::parse_edge(s, super::time::Edge::Start).map_err(anyhow::Error::msg)?,
+        Some(s) => {
+            super::time::parse_edge(s, super::time::Edge::Start).map_err(anyhow::Error::msg)?
+        }
         None => i64::MIN,
     };
     let end = match &c.end {
-        Some(e) => super::time::parse_edge(e, super::time::Edge::End).map_err(anyhow::Error::msg)?,
+        Some(e) => {
+            super::time::parse_edge(e, super::time::Edge::End).map_err(anyhow::Error::msg)?
+        }
         None => i64::MAX,
     };
     let stores = crate::roles::open_stores(config).await?;
     let batches = stores
         .ledger
-        .batches_in_range(start, end, None, c.limit.clamp(1, crate::store::LIST_ROWS_MAX))
+        .batches_in_range(
+            start,
+            end,
+            None,
+            c.limit.clamp(1, crate::store::LIST_ROWS_MAX),
+        )
         .await?;
     match c.output {
         Output::Json => print_json(&batches),
@@ -343,7 +365,16 @@ async fn list_batches(c: ListBatches, config: &Config) -> anyhow::Result<()> {
                 })
                 .collect();
             print_table(
-                &["PARTITION", "BATCH", "SEQ", "COUNT", "FIRST", "LAST", "ROOT", "KEY"],
+                &[
+                    "PARTITION",
+                    "BATCH",
+                    "SEQ",
+                    "COUNT",
+                    "FIRST",
+                    "LAST",
+                    "ROOT",
+                    "KEY",
+                ],
                 &rows,
             );
             Ok(())
@@ -372,7 +403,8 @@ async fn export_public_key(c: ExportPublicKey, config: &Config) -> anyhow::Resul
     let pem = key.to_spki_pem();
     match c.out {
         Some(path) => {
-            std::fs::write(&path, &pem).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, &pem)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("wrote public key {} to {}", key.key_id(), path.display());
         }
         None => print!("{pem}"),
@@ -381,7 +413,8 @@ async fn export_public_key(c: ExportPublicKey, config: &Config) -> anyhow::Resul
 }
 
 fn keygen(c: Keygen) -> anyhow::Result<()> {
-    let (key, pem) = SigningKey::generate().map_err(|e| anyhow::anyhow!("cannot make a key: {e}"))?;
+    let (key, pem) =
+        SigningKey::generate().map_err(|e| anyhow::anyhow!("cannot make a key: {e}"))?;
     keys::write_new(&c.out, &pem)?;
     println!(
         "wrote a new ECDSA P-256 signing key to {} (key id {})",

@@ -14,7 +14,17 @@ pub struct ServeCmd {
 }
 
 pub async fn run(cmd: ServeCmd, config: Config) -> anyhow::Result<()> {
-    let roles = crate::roles::select_roles(&cmd.role).map_err(anyhow::Error::msg)?;
+    let mut roles = crate::roles::select_roles(&cmd.role).map_err(anyhow::Error::msg)?;
+    if cmd.role.is_empty() || cmd.role.iter().any(|r| r == "all") {
+        // `all` leaves out the consumers the config disables; naming one always runs it.
+        let consumers = &config.consumers;
+        roles.retain(|role| match role {
+            crate::roles::Role::Ledger => consumers.ledger_writer.enabled,
+            crate::roles::Role::Audit => consumers.audit_logger.enabled,
+            crate::roles::Role::Metrics => consumers.metrics_aggregator.enabled,
+            _ => true,
+        });
+    }
     crate::roles::serve(config, roles).await?;
     Ok(())
 }

@@ -44,8 +44,10 @@ pub fn parse_range(start: &str, end: &str) -> Result<(i64, i64), String> {
 
 /// An RFC 3339 rendering of Unix microseconds (UTC).
 pub fn show(micros: i64) -> String {
-    DateTime::<Utc>::from_timestamp_micros(micros)
-        .map_or_else(|| micros.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    DateTime::<Utc>::from_timestamp_micros(micros).map_or_else(
+        || micros.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    )
 }
 
 #[cfg(test)]

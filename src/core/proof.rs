@@ -23,7 +23,12 @@ pub fn build(
     _key: &VerifyingKey,
     event_id: &str,
 ) -> Result<ProofDocument, ProofError> {
-    Ok(ProofDocument { event_id: event_id.into(), leaf_index: 0, tree_size: 0, header: header.clone() })
+    Ok(ProofDocument {
+        event_id: event_id.into(),
+        leaf_index: 0,
+        tree_size: 0,
+        header: header.clone(),
+    })
 }
 pub fn verify(_d: &ProofDocument) -> Result<(), ProofError> {
     Ok(())

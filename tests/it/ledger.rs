@@ -24,13 +24,20 @@ pub fn ledger_env() -> Env {
 
 /// Rows covered by sealed batches, from `merkle list-batches`.
 pub fn sealed_rows(env: &Env) -> i64 {
-    env.cli(&["merkle", "list-batches", "--limit", "10000", "--output", "json"])
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["header"]["count"].as_i64().unwrap())
-        .sum()
+    env.cli(&[
+        "merkle",
+        "list-batches",
+        "--limit",
+        "10000",
+        "--output",
+        "json",
+    ])
+    .json()
+    .as_array()
+    .unwrap()
+    .iter()
+    .map(|b| b["header"]["count"].as_i64().unwrap())
+    .sum()
 }
 
 pub fn wait_sealed(env: &Env, rows: i64) {
@@ -95,8 +102,17 @@ fn every_event_is_sealed_once_queries_add_up_and_the_range_verifies() {
         let root = root.to_string();
         let tree = env
             .cli(&[
-                "ledger", "query", "--agent-id", &root, "--start-date", &from, "--end-date", &to,
-                "--include-children", "--output", "json",
+                "ledger",
+                "query",
+                "--agent-id",
+                &root,
+                "--start-date",
+                &from,
+                "--end-date",
+                &to,
+                "--include-children",
+                "--output",
+                "json",
             ])
             .json();
         assert_eq!(tree["totals"][0]["currency"], "USD");
@@ -105,25 +121,52 @@ fn every_event_is_sealed_once_queries_add_up_and_the_range_verifies() {
         assert_eq!(tree["rows"].as_array().unwrap().len(), 19);
         let own = env
             .cli(&[
-                "ledger", "query", "--agent-id", &root, "--start-date", &from, "--end-date", &to,
-                "--output", "json",
+                "ledger",
+                "query",
+                "--agent-id",
+                &root,
+                "--start-date",
+                &from,
+                "--end-date",
+                &to,
+                "--output",
+                "json",
             ])
             .json();
         assert_eq!(own["totals"][0]["total_micros"], *root_cost);
         let child = child.to_string();
         let csv = env
             .cli(&[
-                "ledger", "query", "--agent-id", &child, "--start-date", &from, "--end-date", &to,
-                "--output", "csv",
+                "ledger",
+                "query",
+                "--agent-id",
+                &child,
+                "--start-date",
+                &from,
+                "--end-date",
+                &to,
+                "--output",
+                "csv",
             ])
             .ok()
             .to_owned();
-        assert_eq!(csv.lines().count(), 1 + 12, "header + the child's rows: {csv}");
+        assert_eq!(
+            csv.lines().count(),
+            1 + 12,
+            "header + the child's rows: {csv}"
+        );
         assert!(csv.lines().skip(1).all(|l| l.contains(&child)));
     }
 
     let status = env
-        .cli(&["consumers", "status", "--consumer", "ledger", "--output", "json"])
+        .cli(&[
+            "consumers",
+            "status",
+            "--consumer",
+            "ledger",
+            "--output",
+            "json",
+        ])
         .json();
     let rows = status.as_array().unwrap();
     assert_eq!(rows.len(), 10, "one lease per metering partition: {status}");
@@ -156,8 +199,13 @@ fn an_exported_proof_verifies_offline_and_a_flipped_bit_does_not() {
     env.cli(&["merkle", "proof", &id, "--out", proof.to_str().unwrap()])
         .ok();
     let public = env.dir.path().join("public.pem");
-    env.cli(&["merkle", "export-public-key", "--out", public.to_str().unwrap()])
-        .ok();
+    env.cli(&[
+        "merkle",
+        "export-public-key",
+        "--out",
+        public.to_str().unwrap(),
+    ])
+    .ok();
     let checked = env.cli(&[
         "merkle",
         "verify-proof",
@@ -177,10 +225,15 @@ fn an_exported_proof_verifies_offline_and_a_flipped_bit_does_not() {
     let bad = env.dir.path().join("bad-proof.json");
     std::fs::write(&bad, tampered.to_string()).unwrap();
     let refused = env.cli(&["merkle", "verify-proof", bad.to_str().unwrap()]);
-    assert_ne!(refused.status, 0, "a flipped leaf bit must fail: {}", refused.stdout);
+    assert_ne!(
+        refused.status, 0,
+        "a flipped leaf bit must fail: {}",
+        refused.stdout
+    );
 
     let other = env.dir.path().join("other.pem");
-    env.cli(&["merkle", "keygen", "--out", other.to_str().unwrap()]).ok();
+    env.cli(&["merkle", "keygen", "--out", other.to_str().unwrap()])
+        .ok();
     let other_public = env.dir.path().join("other-public.pem");
     let _ = std::fs::remove_file(&other_public);
     let other_env = Env::new().with(
@@ -201,7 +254,10 @@ fn an_exported_proof_verifies_offline_and_a_flipped_bit_does_not() {
         "--public-key",
         other_public.to_str().unwrap(),
     ]);
-    assert_ne!(wrong_key.status, 0, "a proof signed by another key must fail");
+    assert_ne!(
+        wrong_key.status, 0,
+        "a proof signed by another key must fail"
+    );
 }
 
 /// `hex` with one bit flipped in its `bit`-th bit.
@@ -229,10 +285,16 @@ fn a_corrupt_message_goes_to_the_dlq_and_the_ledger_moves_on() {
     assert_eq!(entries.len(), 1, "{entries:?}");
     let entry = &entries[0];
     assert_eq!(entry["source_topic"], "caracal.metering.events");
-    assert_eq!(entry["source_offset"], 2, "the third message of its partition");
+    assert_eq!(
+        entry["source_offset"], 2,
+        "the third message of its partition"
+    );
     assert_eq!(entry["consumer"], "ledger");
     assert!(!entry["error"].as_str().unwrap().is_empty());
-    assert_eq!(env.cli(&["dlq", "count", "--output", "json"]).json()["total"], 1);
+    assert_eq!(
+        env.cli(&["dlq", "count", "--output", "json"]).json()["total"],
+        1
+    );
     let metrics_url = server.telemetry_url("/metrics");
     wait_for("caracal_dlq_size 1", Duration::from_secs(15), || {
         request("GET", &metrics_url, &[], None)
@@ -245,10 +307,16 @@ fn a_corrupt_message_goes_to_the_dlq_and_the_ledger_moves_on() {
     // Replaying puts it back on its topic; it fails again and is dead-lettered again, once.
     let entry_ref = format!("{}:{}", entry["partition"], entry["offset"]);
     env.cli(&["dlq", "replay", &entry_ref]).ok();
-    assert_ne!(env.cli(&["dlq", "replay", &entry_ref]).status, 0, "replayed once only");
-    wait_for("the replayed message dead-lettered again", Duration::from_secs(30), || {
-        (env.cli(&["dlq", "count", "--output", "json"]).json()["total"] == 2).then_some(())
-    });
+    assert_ne!(
+        env.cli(&["dlq", "replay", &entry_ref]).status,
+        0,
+        "replayed once only"
+    );
+    wait_for(
+        "the replayed message dead-lettered again",
+        Duration::from_secs(30),
+        || (env.cli(&["dlq", "count", "--output", "json"]).json()["total"] == 2).then_some(()),
+    );
     let verified = verify_range(&env);
     assert!(verified.ok().contains("3 rows"));
 }
@@ -294,8 +362,16 @@ fn kill_9_mid_batch_under_load_loses_and_duplicates_nothing() {
         let id = root.to_string();
         let q = env
             .cli(&[
-                "ledger", "query", "--agent-id", &id, "--start-date", &from, "--end-date", &to,
-                "--output", "json",
+                "ledger",
+                "query",
+                "--agent-id",
+                &id,
+                "--start-date",
+                &from,
+                "--end-date",
+                &to,
+                "--output",
+                "json",
             ])
             .json();
         assert_eq!(q["totals"][0]["events"], total_per_root as i64, "{id}");
@@ -333,8 +409,10 @@ fn a_row_altered_behind_the_running_ledger_raises_the_failure_metric() {
         )
         .unwrap();
     assert_eq!(changed, 1);
-    wait_for("the failure metric to rise", Duration::from_secs(15), || {
-        (failures() >= 1.0).then_some(())
-    });
+    wait_for(
+        "the failure metric to rise",
+        Duration::from_secs(15),
+        || (failures() >= 1.0).then_some(()),
+    );
     assert!(server.log().contains("merkle verification failed"));
 }

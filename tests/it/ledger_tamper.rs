@@ -25,7 +25,11 @@ fn sealed_ledger() -> (Env, i64) {
     wait_sealed(&env, 30);
     assert_eq!(server.terminate(), 0);
     let partition = db(&env)
-        .query_row(r#"SELECT DISTINCT "partition" FROM ledger_events"#, [], |r| r.get(0))
+        .query_row(
+            r#"SELECT DISTINCT "partition" FROM ledger_events"#,
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     verify_range(&env).ok();
     (env, partition)

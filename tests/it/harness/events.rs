@@ -8,7 +8,9 @@ use caracal::bus::avro::Framing;
 use caracal::bus::local::{LocalBus, LocalBusLimits};
 use caracal::bus::{event_message, EventBus, OutgoingMessage};
 use caracal::core::agent::AgentId;
-use caracal::core::events::{Event, MeteringEvent, Outcome, Source, UnixMicros, TOPIC_METERING_EVENTS};
+use caracal::core::events::{
+    Event, MeteringEvent, Outcome, Source, UnixMicros, TOPIC_METERING_EVENTS,
+};
 use caracal::core::money::{Currency, Micros};
 use uuid::Uuid;
 
@@ -85,9 +87,7 @@ impl Log {
     }
 
     pub fn publish_raw(&self, messages: Vec<OutgoingMessage>) {
-        self.runtime
-            .block_on(self.bus.publish(messages))
-            .unwrap();
+        self.runtime.block_on(self.bus.publish(messages)).unwrap();
     }
 }
 
