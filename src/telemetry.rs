@@ -18,6 +18,10 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0, 30.0,
 ];
+/// Rows per sealed Merkle batch.
+const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
 /// How often the recorder's histograms are compacted.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Deadline of each readiness check.
@@ -42,6 +46,11 @@ pub fn init_logging(json: bool) {
 pub fn init_metrics() -> Result<PrometheusHandle, String> {
     let recorder = PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS_SECONDS)
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("caracal_merkle_batch_size".into()),
+            BATCH_SIZE_BUCKETS,
+        )
         .map_err(|e| e.to_string())?
         .build_recorder();
     let handle = recorder.handle();

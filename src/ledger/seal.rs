@@ -76,11 +76,13 @@ pub async fn seal_next(
         last_time_micros: times.max().unwrap_or(now_micros),
         key_id: key_id.to_owned(),
     };
+    let signing = std::time::Instant::now();
     let signature = key.sign(&header).map_err(|e| SealError::Sign {
         partition,
         batch: batch_number,
         reason: e.to_string(),
     })?;
+    metrics::histogram!("caracal_merkle_sign_seconds").record(signing.elapsed().as_secs_f64());
     let batch = SealedBatch {
         header,
         signature,
