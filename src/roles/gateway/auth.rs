@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::cache::TtlCache;
 use super::error::GatewayError;
+use super::identity::ClientIdentity;
 use crate::config::{AuthMode, GatewayConfig};
 use crate::core::agent::AgentId;
 use crate::ops::hash_key;
@@ -66,7 +67,7 @@ impl Authenticator {
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
-        client_identity: Option<&str>,
+        client_identity: &ClientIdentity,
     ) -> Result<AgentId, GatewayError> {
         match self.mode {
             AuthMode::ApiKey => self.api_key(presented_secret(headers)?).await,
@@ -76,14 +77,20 @@ impl Authenticator {
                     "jwt verification is not configured",
                 )),
             },
-            AuthMode::Mtls => client_identity
-                .ok_or(GatewayError::Unauthenticated(
+            AuthMode::Mtls => match client_identity {
+                ClientIdentity::Absent => Err(GatewayError::Unauthenticated(
                     "a client certificate is required",
-                ))?
-                .parse()
-                .map_err(|_| {
+                )),
+                ClientIdentity::Untrusted => Err(GatewayError::Unauthenticated(
+                    "the client certificate is not issued by the trusted client CA",
+                )),
+                ClientIdentity::Unnamed => Err(GatewayError::Unauthenticated(
+                    "the client certificate names no agent",
+                )),
+                ClientIdentity::Named(id) => id.parse().map_err(|_| {
                     GatewayError::Unauthenticated("the client certificate names no agent")
                 }),
+            },
         }
     }
 

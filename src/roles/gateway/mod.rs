@@ -60,6 +60,8 @@ pub struct Limits {
 }
 
 pub struct GatewayState {
+    /// The client CA check of `mtls` mode (the handshake defers it to the request).
+    client_trust: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     auth: Authenticator,
     routes: RouteTable,
     store: Arc<dyn Store>,
@@ -190,11 +192,16 @@ impl GatewayServer {
     ) -> Result<GatewayServer, ServeError> {
         let gateway = &config.gateway;
         let tuning = &gateway.config;
-        let tls = tls::acceptor(gateway).map_err(|e| ServeError::Config(e.to_string()))?;
+        let (tls, client_trust) =
+            match tls::acceptor(gateway).map_err(|e| ServeError::Config(e.to_string()))? {
+                Some(t) => (Some(t.acceptor), t.client_trust),
+                None => (None, None),
+            };
         let auth = Authenticator::new(gateway, Arc::clone(&store))
             .map_err(|e| ServeError::Config(e.to_string()))?;
         let pricebook = store.pricebook().await?;
         let state = GatewayState {
+            client_trust,
             auth,
             routes: RouteTable::new(&gateway.routes),
             store,
@@ -286,10 +293,16 @@ async fn handle(
         .routes
         .resolve(req.uri().path())
         .map_or_else(|| "none".to_owned(), |(r, _)| r.prefix.clone());
-    let identity = conn
-        .peer_certificates
-        .as_deref()
-        .and_then(identity::agent_of);
+    let identity = match (conn.peer_certificates.as_deref(), &state.client_trust) {
+        (None, _) | (Some([]), _) => identity::ClientIdentity::Absent,
+        (Some(chain), Some(trust)) if tls::client_trusted(trust.as_ref(), chain) => {
+            identity::agent_of(chain).map_or(
+                identity::ClientIdentity::Unnamed,
+                identity::ClientIdentity::Named,
+            )
+        }
+        (Some(_), _) => identity::ClientIdentity::Untrusted,
+    };
     let result = proxy::handle(Arc::clone(&state), req, identity).await;
     let (response, status, decision) = match result {
         Ok(response) => {

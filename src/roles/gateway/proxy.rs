@@ -46,7 +46,7 @@ pub struct RequestCtx {
 pub async fn handle(
     state: Arc<GatewayState>,
     req: Request<Incoming>,
-    client_identity: Option<String>,
+    client_identity: super::identity::ClientIdentity,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let ctx = RequestCtx {
         request_id: Uuid::now_v7(),
@@ -75,7 +75,7 @@ pub async fn handle(
     // authenticate
     let agent_id = state
         .auth
-        .authenticate(&parts.headers, client_identity.as_deref())
+        .authenticate(&parts.headers, &client_identity)
         .await?;
     if let Some(window) = state.limits.replay_window {
         check_replay(&state, agent_id, &parts.headers, window).await?;

@@ -1,14 +1,18 @@
 //! The gateway's TLS: rustls server config from the seeds' PEM files, and, in `mtls` mode, a
 //! client-certificate verifier that admits a handshake without a certificate (kubelet probes
-//! send none) while every proxied route then requires one.
+//! send none) and defers the chain check to the request, so a certificate from another CA is
+//! answered with an HTTP 401 rather than a failed handshake. The handshake still proves that
+//! the client holds the certificate's key.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{AuthMode, GatewayConfig};
@@ -41,8 +45,78 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// The acceptor for the gateway listener, or `None` when TLS is off.
-pub fn acceptor(config: &GatewayConfig) -> Result<Option<TlsAcceptor>, TlsError> {
+/// The gateway's TLS: the acceptor and, when a client CA is configured, the verifier that
+/// decides at request time whether a presented client certificate chains to it.
+pub struct GatewayTls {
+    pub acceptor: TlsAcceptor,
+    pub client_trust: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+/// Admits any client certificate whose holder proves its key in the handshake; whether it
+/// chains to the client CA is checked per request with `client_trusted`.
+#[derive(Debug)]
+struct DeferredChainCheck {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for DeferredChainCheck {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Whether a presented chain (end entity first) is valid under the client CA now.
+pub fn client_trusted(trust: &dyn ClientCertVerifier, chain: &[CertificateDer<'static>]) -> bool {
+    chain
+        .split_first()
+        .is_some_and(|(end_entity, intermediates)| {
+            trust
+                .verify_client_cert(end_entity, intermediates, UnixTime::now())
+                .is_ok()
+        })
+}
+
+/// The gateway listener's TLS, or `None` when TLS is off.
+pub fn acceptor(config: &GatewayConfig) -> Result<Option<GatewayTls>, TlsError> {
     if !config.tls_enabled() {
         return Ok(None);
     }
@@ -65,6 +139,7 @@ pub fn acceptor(config: &GatewayConfig) -> Result<Option<TlsAcceptor>, TlsError>
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut client_trust = None;
     let builder = match (&config.tls.client_ca_file, config.auth_mode) {
         (Some(ca_file), _) => {
             let mut roots = RootCertStore::empty();
@@ -77,7 +152,8 @@ pub fn acceptor(config: &GatewayConfig) -> Result<Option<TlsAcceptor>, TlsError>
                 .allow_unauthenticated()
                 .build()
                 .map_err(|e| TlsError::Config(format!("clientCaFile: {e}")))?;
-            builder.with_client_cert_verifier(verifier)
+            client_trust = Some(Arc::clone(&verifier));
+            builder.with_client_cert_verifier(Arc::new(DeferredChainCheck { inner: verifier }))
         }
         (None, AuthMode::Mtls) => {
             return Err(TlsError::Config("authMode mtls needs clientCaFile".into()))
@@ -88,5 +164,8 @@ pub fn acceptor(config: &GatewayConfig) -> Result<Option<TlsAcceptor>, TlsError>
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(format!("certificate and key do not match: {e}")))?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Some(TlsAcceptor::from(Arc::new(server))))
+    Ok(Some(GatewayTls {
+        acceptor: TlsAcceptor::from(Arc::new(server)),
+        client_trust,
+    }))
 }
