@@ -3,6 +3,7 @@
 //! and re-verified on a timer. `verify` checks batches, `seal` makes them, `keys` loads the
 //! signing key. The sink never changes a stored row and never seals a row twice.
 
+pub mod columns;
 pub mod keys;
 pub mod seal;
 pub mod verify;
@@ -18,9 +19,9 @@ use crate::bus::avro;
 use crate::bus::ConsumedMessage;
 use crate::consume::{ConsumeError, Sink};
 use crate::core::checkpoint::SigningKey;
-use crate::core::events::{Event, TOPIC_METERING_EVENTS};
+use crate::core::events::{EventKind, TOPIC_METERING_EVENTS};
 use crate::store::leases::{Fence, Lease};
-use crate::store::ledger::{LedgerColumns, LedgerEntry, LedgerStore, SealedBatch};
+use crate::store::ledger::{LedgerEntry, LedgerStore, SealedBatch};
 use crate::store::StoreError;
 
 use self::verify::KeyRing;
@@ -161,18 +162,19 @@ impl Sink for LedgerSink {
     type Item = LedgerEntry;
 
     fn accept(&self, message: &ConsumedMessage) -> Result<LedgerEntry, String> {
-        let decoded = avro::decode_framed(&message.value, |_| None).map_err(|e| e.to_string())?;
-        match &decoded.event {
-            Event::Metering(event) => Ok(LedgerEntry {
-                columns: LedgerColumns::from_event(event),
-                datum: decoded.datum.to_vec(),
-                source_offset: message.offset,
-            }),
-            other => Err(format!(
+        let unframed = avro::unframe(&message.value, |_| None).map_err(|e| e.to_string())?;
+        if unframed.kind != EventKind::MeteringEvent {
+            return Err(format!(
                 "expected a MeteringEvent on {TOPIC_METERING_EVENTS}, found a {}",
-                other.kind().name()
-            )),
+                unframed.kind.name()
+            ));
         }
+        let columns = columns::columns_of(unframed.datum).map_err(|e| e.to_string())?;
+        Ok(LedgerEntry {
+            columns,
+            datum: unframed.datum.to_vec(),
+            source_offset: message.offset,
+        })
     }
 
     async fn commit(

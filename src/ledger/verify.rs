@@ -7,11 +7,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::bus::avro;
+use super::columns::columns_of;
 use crate::core::checkpoint::{BatchHeader, VerifyingKey};
-use crate::core::events::MeteringEvent;
 use crate::core::merkle::{self, Hash};
-use crate::store::ledger::{hex, LedgerColumns, LedgerStore, SealedBatch, StoredRow};
+use crate::store::ledger::{hex, LedgerStore, SealedBatch, StoredRow};
 use crate::store::StoreError;
 
 /// One thing wrong with a sealed batch or a row in it.
@@ -229,8 +228,8 @@ fn missing_seqs(h: &BatchHeader, rows: &[StoredRow]) -> Vec<i64> {
 
 /// A row whose columns disagree with its sealed bytes.
 pub fn check_row(row: &StoredRow) -> Option<Failure> {
-    let event: MeteringEvent = match avro::decode_datum(&row.datum) {
-        Ok(event) => event,
+    let sealed = match columns_of(&row.datum) {
+        Ok(columns) => columns,
         Err(e) => {
             return Some(Failure::RowUndecodable {
                 seq: row.seq,
@@ -238,7 +237,6 @@ pub fn check_row(row: &StoredRow) -> Option<Failure> {
             })
         }
     };
-    let sealed = LedgerColumns::from_event(&event);
     row.columns
         .first_difference(&sealed)
         .map(|(column, stored, sealed)| Failure::RowAltered {

@@ -11,6 +11,7 @@ mod config_cli;
 mod gateway;
 mod gateway_auth;
 mod ledger;
+mod ledger_store;
 mod ledger_tamper;
 mod mock_upstream;
 mod sdk;
