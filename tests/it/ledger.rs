@@ -416,3 +416,71 @@ fn a_row_altered_behind_the_running_ledger_raises_the_failure_metric() {
     );
     assert!(server.log().contains("merkle verification failed"));
 }
+
+#[test]
+fn gateway_charges_land_in_the_ledger_sealed_and_provable() {
+    use crate::harness::gateway::{gateway_env, tree, Gateway, Mock};
+    let mock = Mock::start(&[]);
+    let env = gateway_env(
+        &mock,
+        &[(
+            "CARACAL_CONSUMERS__LEDGERWRITER__MERKLE__BATCHTIMEOUTSECONDS",
+            "1",
+        )],
+    );
+    let t = tree(&env, "10.00", "5.00");
+    let gw = Gateway::start_roles(env, &["gateway", "admin", "ledger"]);
+    let mut expected = 0;
+    for max_tokens in [5, 9, 13] {
+        let body = serde_json::json!({"model": "mock-gpt", "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "charge me exactly"}]})
+        .to_string();
+        let response = gw.post("/openai/v1/chat/completions", &t.key, &body);
+        assert_eq!(response.status, 200, "{}", response.body);
+        let usage = &response.json()["usage"];
+        expected += usage["prompt_tokens"].as_i64().unwrap()
+            + 2 * usage["completion_tokens"].as_i64().unwrap();
+    }
+    wait_sealed(&gw.env, 3);
+
+    let (from, to) = today_range();
+    let team = gw
+        .env
+        .cli(&[
+            "ledger",
+            "query",
+            "--agent-id",
+            &t.parent,
+            "--start-date",
+            &from,
+            "--end-date",
+            &to,
+            "--include-children",
+            "--output",
+            "json",
+        ])
+        .json();
+    assert_eq!(team["totals"][0]["events"], 3);
+    assert_eq!(team["totals"][0]["total_micros"], expected);
+    assert!(team["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["agent_id"] == t.child.as_str()));
+    verify_range(&gw.env).ok();
+
+    let event_id = team["rows"][1]["event_id"].as_str().unwrap().to_owned();
+    let proof = gw.env.dir.path().join("gateway-proof.json");
+    gw.env
+        .cli(&[
+            "merkle",
+            "proof",
+            &event_id,
+            "--out",
+            proof.to_str().unwrap(),
+        ])
+        .ok();
+    gw.env
+        .cli(&["merkle", "verify-proof", proof.to_str().unwrap()])
+        .ok();
+}

@@ -50,9 +50,15 @@ pub fn gateway_env(mock: &Mock, settings: &[(&str, &str)]) -> Env {
 impl Gateway {
     /// Starts `caracal serve --role gateway --role admin` on `env`.
     pub fn start(env: Env) -> Gateway {
+        Gateway::start_roles(env, &["gateway", "admin"])
+    }
+
+    /// Starts `caracal serve` with these roles on `env`.
+    pub fn start_roles(env: Env, roles: &[&str]) -> Gateway {
         let port = super::free_port();
         let env = env.with("CARACAL_GATEWAY__SERVICE__HTTPSPORT", &port.to_string());
-        let server = env.serve(&["--role", "gateway", "--role", "admin"]);
+        let args: Vec<&str> = roles.iter().flat_map(|r| ["--role", r]).collect();
+        let server = env.serve(&args);
         Gateway { env, server, port }
     }
 
