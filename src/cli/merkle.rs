@@ -168,6 +168,13 @@ async fn verify_range(c: VerifyRange, config: &Config) -> anyhow::Result<()> {
     })
     .await?;
     bar.finish_and_clear();
+    let unsealed: i64 = stores
+        .ledger
+        .ledger_heads()
+        .await?
+        .iter()
+        .map(|h| h.unsealed())
+        .sum();
     match c.output {
         Output::Json => print_json(&serde_json::json!({
             "start": show(start),
@@ -176,8 +183,14 @@ async fn verify_range(c: VerifyRange, config: &Config) -> anyhow::Result<()> {
             "rows": summary.rows,
             "failed_batches": summary.failed_batches,
             "failures": failed,
+            "unsealed_rows": unsealed,
         }))?,
         Output::Table => {
+            if unsealed > 0 {
+                println!(
+                    "note: {unsealed} newest rows are not sealed yet (sealed within batchTimeoutSeconds by the ledger role, or now by `caracal merkle backfill`)"
+                );
+            }
             if summary.failed_batches == 0 {
                 println!(
                     "OK: {} batches, {} rows verified from {} to {}",

@@ -484,3 +484,30 @@ fn gateway_charges_land_in_the_ledger_sealed_and_provable() {
         .cli(&["merkle", "verify-proof", proof.to_str().unwrap()])
         .ok();
 }
+
+#[test]
+fn backfill_seals_what_no_batch_covers_and_verify_range_says_what_is_unsealed() {
+    let env = Env::new();
+    std::fs::write(
+        env.dir.path().join("caracal.yaml"),
+        "consumers:\n  ledgerWriter:\n    merkle:\n      batchSizeLimit: 10\n      batchTimeoutSeconds: 3600\n",
+    )
+    .unwrap();
+    let server = env.serve(&["--role", "ledger"]);
+    let log = Log::open(&env.data_dir());
+    let root = AgentId::new();
+    log.publish(&(0..25).map(|i| metering(root, root, 7 + i)).collect::<Vec<_>>());
+    wait_sealed(&env, 20);
+    assert_eq!(server.terminate(), 0);
+
+    let before = verify_range(&env);
+    assert!(before.ok().contains("5 newest rows are not sealed yet"), "{}", before.stdout);
+    let sealed = env.cli(&["merkle", "backfill", "--source-version", "v0.2"]);
+    assert!(sealed.ok().contains("sealed 5 rows into 1 batches"), "{}", sealed.stdout);
+    assert_eq!(sealed_rows(&env), 25);
+    let after = verify_range(&env);
+    assert!(after.ok().contains("25 rows"), "{}", after.stdout);
+    assert!(!after.stdout.contains("not sealed yet"));
+    let again = env.cli(&["merkle", "backfill"]);
+    assert!(again.ok().contains("sealed 0 rows"), "{}", again.stdout);
+}

@@ -363,11 +363,22 @@ impl LedgerStore for SqliteStore {
 
     async fn ledger_heads(&self) -> Result<Vec<PartitionHead>, StoreError> {
         self.read(|tx| {
-            let partitions: Vec<i32> = tx
-                .prepare(r#"SELECT DISTINCT "partition" FROM ledger_events ORDER BY 1"#)
-                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-                .map_err(map_err)?;
-            partitions.into_iter().map(|p| head(tx, p)).collect()
+            // One index seek per partition (a skip scan), not a scan of every row.
+            let mut heads = Vec::new();
+            let mut after = i32::MIN;
+            loop {
+                let next: Option<i32> = tx
+                    .prepare_cached(
+                        r#"SELECT "partition" FROM ledger_events WHERE "partition" > ?1
+                           ORDER BY "partition" LIMIT 1"#,
+                    )
+                    .and_then(|mut s| s.query_row(params![after], |r| r.get(0)).optional())
+                    .map_err(map_err)?;
+                let Some(partition) = next else { break };
+                heads.push(head(tx, partition)?);
+                after = partition;
+            }
+            Ok(heads)
         })
         .await
     }
