@@ -243,16 +243,18 @@ async fn export_proof(c: Proof, config: &Config) -> anyhow::Result<()> {
         .get(&h.key_id)
         .with_context(|| format!("the batch's signing key {} is not stored", h.key_id))?;
     let index = usize::try_from(row.seq - h.first_seq).context("sequence out of range")?;
+    let event_id = uuid::Uuid::parse_str(&row.columns.event_id)
+        .with_context(|| format!("stored event id {} is not a UUID", row.columns.event_id))?;
     let document = proof::build(
+        event_id,
         &row.datum,
         &leaves,
         index,
         h,
         &batch.signature,
         key,
-        &row.columns.event_id,
     )
-    .context("cannot build the proof")?;
+    .map_err(|e| anyhow::anyhow!("cannot build the proof: {e}"))?;
     let text = serde_json::to_string_pretty(&document)?;
     match c.out {
         Some(path) => std::fs::write(&path, text + "\n")

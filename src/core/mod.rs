@@ -8,6 +8,7 @@ pub mod decision;
 pub mod estimate;
 pub mod events;
 pub mod glob;
+pub mod hex;
 pub mod merkle;
 pub mod money;
 pub mod policy;

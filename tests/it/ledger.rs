@@ -496,14 +496,26 @@ fn backfill_seals_what_no_batch_covers_and_verify_range_says_what_is_unsealed() 
     let server = env.serve(&["--role", "ledger"]);
     let log = Log::open(&env.data_dir());
     let root = AgentId::new();
-    log.publish(&(0..25).map(|i| metering(root, root, 7 + i)).collect::<Vec<_>>());
+    log.publish(
+        &(0..25)
+            .map(|i| metering(root, root, 7 + i))
+            .collect::<Vec<_>>(),
+    );
     wait_sealed(&env, 20);
     assert_eq!(server.terminate(), 0);
 
     let before = verify_range(&env);
-    assert!(before.ok().contains("5 newest rows are not sealed yet"), "{}", before.stdout);
+    assert!(
+        before.ok().contains("5 newest rows are not sealed yet"),
+        "{}",
+        before.stdout
+    );
     let sealed = env.cli(&["merkle", "backfill", "--source-version", "v0.2"]);
-    assert!(sealed.ok().contains("sealed 5 rows into 1 batches"), "{}", sealed.stdout);
+    assert!(
+        sealed.ok().contains("sealed 5 rows into 1 batches"),
+        "{}",
+        sealed.stdout
+    );
     assert_eq!(sealed_rows(&env), 25);
     let after = verify_range(&env);
     assert!(after.ok().contains("25 rows"), "{}", after.stdout);

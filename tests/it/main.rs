@@ -13,6 +13,7 @@ mod gateway_auth;
 mod ledger;
 mod ledger_store;
 mod ledger_tamper;
+mod merkle_proof_python;
 mod mock_upstream;
 mod sdk;
 mod serve_lifecycle;
