@@ -2,6 +2,7 @@
 //! (table or JSON). No business rules here: every command calls `ops` or a role.
 
 mod agent;
+mod audit;
 mod config_cmd;
 mod key;
 mod output;
@@ -34,6 +35,7 @@ pub enum Command {
     Key(key::KeyCmd),
     Policy(policy::PolicyCmd),
     Pricebook(pricebook::PricebookCmd),
+    Audit(audit::AuditCmd),
     Config(config_cmd::ConfigCmd),
 }
 
@@ -48,6 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(cmd) => key::run(cmd, &config).await,
         Command::Policy(cmd) => policy::run(cmd, &config).await,
         Command::Pricebook(cmd) => pricebook::run(cmd, &config).await,
+        Command::Audit(cmd) => audit::run(cmd, &config).await,
         Command::Config(cmd) => config_cmd::run(cmd, &config),
     }
 }

@@ -14,7 +14,11 @@ pub struct ServeCmd {
 }
 
 pub async fn run(cmd: ServeCmd, config: Config) -> anyhow::Result<()> {
-    let roles = crate::roles::select_roles(&cmd.role).map_err(anyhow::Error::msg)?;
+    let mut roles = crate::roles::select_roles(&cmd.role).map_err(anyhow::Error::msg)?;
+    let everything = cmd.role.is_empty() || cmd.role.iter().any(|r| r == "all");
+    if everything && !config.consumers.audit_logger.enabled {
+        roles.retain(|r| *r != crate::roles::Role::Audit);
+    }
     crate::roles::serve(config, roles).await?;
     Ok(())
 }
