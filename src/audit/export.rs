@@ -280,6 +280,11 @@ pub async fn run(
     let label = exporter.uri.clone();
     let mut backoff = settings.backoff_min;
     tracing::info!(destination = %label, "audit export starting");
+    // Registered at zero, so alerts on their rate see the series before the first failure.
+    metrics::counter!("caracal_audit_exported_records_total", "destination" => label.clone())
+        .increment(0);
+    metrics::counter!("caracal_audit_export_failures_total", "destination" => label.clone())
+        .increment(0);
     while !shutdown.is_requested() {
         if !wait_for_leadership(&mut leader, &mut shutdown).await {
             continue;
