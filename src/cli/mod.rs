@@ -2,6 +2,7 @@
 //! (table or JSON). No business rules here: every command calls `ops` or a role.
 
 mod agent;
+mod audit;
 mod config_cmd;
 mod consumers;
 mod dlq;
@@ -39,6 +40,7 @@ pub enum Command {
     Key(key::KeyCmd),
     Policy(policy::PolicyCmd),
     Pricebook(pricebook::PricebookCmd),
+    Audit(audit::AuditCmd),
     Config(config_cmd::ConfigCmd),
     Ledger(ledger::LedgerCmd),
     Merkle(merkle::MerkleCmd),
@@ -57,6 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(cmd) => key::run(cmd, &config).await,
         Command::Policy(cmd) => policy::run(cmd, &config).await,
         Command::Pricebook(cmd) => pricebook::run(cmd, &config).await,
+        Command::Audit(cmd) => audit::run(cmd, &config).await,
         Command::Config(cmd) => config_cmd::run(cmd, &config),
         Command::Ledger(cmd) => ledger::run(cmd, &config).await,
         Command::Merkle(cmd) => merkle::run(cmd, &config).await,

@@ -38,8 +38,9 @@ pub use gateway::{
 pub use load::{load, load_with_env};
 pub use secret::{mask_url, Secret, SecretUrl, MASK};
 pub use services::{
-    AdminConfig, AuditLoggerConfig, ConsumersConfig, ExportFormat, LedgerWriterConfig, LogFormat,
-    McpAdapterConfig, McpServer, MerkleConfig, MetricsAggregatorConfig, TelemetryConfig,
+    AdminConfig, AuditDestination, AuditLoggerConfig, ConsumersConfig, ExportFormat,
+    LedgerWriterConfig, LogFormat, McpAdapterConfig, McpServer, MerkleConfig,
+    MetricsAggregatorConfig, TelemetryConfig,
 };
 
 /// The whole application configuration. `Config::default()` is the embedded default: every

@@ -232,9 +232,15 @@ pub struct AuditLoggerConfig {
     pub retention_days: u32,
     /// Export formats: `json`, `syslog` (default `[json]`). From env: comma-separated.
     pub export_formats: Vec<ExportFormat>,
-    /// Export destinations as URIs (`s3://bucket/prefix/`, `syslog://host:514`,
-    /// `file:///path`). Empty (default): records stay in the store only.
+    /// Export destinations as URIs: `file:///absolute/path` (lines appended, fsynced),
+    /// `syslog://host:514` or `syslog+udp://host:514` (RFC 5424, one datagram per record),
+    /// `syslog+tcp://host:port` (RFC 5424 with RFC 6587 octet counting); the port defaults to
+    /// 514. `s3://bucket/prefix/` is accepted by the loader but this build cannot ship to S3,
+    /// so the audit role refuses to start with it. Empty (default): records stay in the store.
     pub destinations: Vec<String>,
+    /// Largest syslog message sent over UDP, in bytes (default 8192, at least 480). A longer
+    /// record is sent without its `event` body (`"truncated": true`); its `event_id` names it.
+    pub syslog_udp_message_bytes_max: usize,
 }
 
 impl Default for AuditLoggerConfig {
@@ -244,6 +250,84 @@ impl Default for AuditLoggerConfig {
             retention_days: 2555,
             export_formats: vec![ExportFormat::Json],
             destinations: Vec::new(),
+            syslog_udp_message_bytes_max: 8192,
         }
     }
+}
+
+/// One audit export destination, parsed from its URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditDestination {
+    /// `file:///absolute/path`.
+    File(PathBuf),
+    /// `syslog://` or `syslog+udp://`: one datagram per record.
+    SyslogUdp { host: String, port: u16 },
+    /// `syslog+tcp://`: octet-counted frames on one connection.
+    SyslogTcp { host: String, port: u16 },
+    /// `s3://bucket/prefix/`: a valid destination this build cannot ship to.
+    S3,
+}
+
+/// The syslog port when a URI names none.
+pub const SYSLOG_DEFAULT_PORT: u16 = 514;
+
+impl AuditDestination {
+    /// Parses a destination URI; the error says what shape was expected.
+    pub fn parse(uri: &str) -> Result<AuditDestination, String> {
+        let Some((scheme, rest)) = uri.split_once("://") else {
+            return Err(DESTINATION_SHAPES.to_owned());
+        };
+        if uri.contains(char::is_whitespace) {
+            return Err(DESTINATION_SHAPES.to_owned());
+        }
+        match scheme {
+            "file" => {
+                let path = rest.strip_prefix("localhost").unwrap_or(rest);
+                if !path.starts_with('/') || path.len() < 2 {
+                    return Err("must be file:///absolute/path".to_owned());
+                }
+                Ok(AuditDestination::File(PathBuf::from(path)))
+            }
+            "syslog" | "syslog+udp" | "syslog+tcp" => {
+                let (host, port) = host_port(rest.strip_suffix('/').unwrap_or(rest))
+                    .ok_or_else(|| format!("must be {scheme}://host:port"))?;
+                Ok(if scheme == "syslog+tcp" {
+                    AuditDestination::SyslogTcp { host, port }
+                } else {
+                    AuditDestination::SyslogUdp { host, port }
+                })
+            }
+            "s3" if !rest.is_empty() => Ok(AuditDestination::S3),
+            _ => Err(DESTINATION_SHAPES.to_owned()),
+        }
+    }
+}
+
+const DESTINATION_SHAPES: &str = "must be a URI such as file:///var/log/caracal/audit.jsonl, \
+     syslog://host:514, syslog+tcp://host:601 or s3://bucket/prefix/";
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; no path, user or query.
+fn host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = match text.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            match after {
+                "" => (host, None),
+                _ => (host, Some(after.strip_prefix(':')?)),
+            }
+        }
+        None => match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        },
+    };
+    let bad = |c: char| matches!(c, '/' | '@' | '?' | '#' | '[' | ']');
+    if host.is_empty() || host.contains(bad) {
+        return None;
+    }
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0)?,
+        None => SYSLOG_DEFAULT_PORT,
+    };
+    Some((host.to_owned(), port))
 }

@@ -4,7 +4,10 @@
 use std::collections::BTreeSet;
 
 use super::gateway::{AuthMode, GatewayConfig};
-use super::{Config, KafkaConfig, PgSslMode};
+use super::{AuditDestination, Config, KafkaConfig, PgSslMode};
+
+/// The smallest syslog message every RFC 5424 receiver must accept.
+const SYSLOG_MESSAGE_BYTES_MIN: usize = 480;
 
 /// A failed check: the key it is about and what is wrong.
 #[derive(Debug)]
@@ -220,13 +223,17 @@ fn services(c: &Config) -> Checked {
             format!("the admin API on {ip} needs admin.token or admin.tokenFile"),
         );
     }
-    for (i, dest) in c.consumers.audit_logger.destinations.iter().enumerate() {
-        if !dest.contains("://") {
-            return fail(
-                format!("consumers.auditLogger.destinations[{i}]"),
-                "must be a URI such as s3://bucket/prefix/ or syslog://host:514",
-            );
-        }
+    let audit = &c.consumers.audit_logger;
+    for (i, dest) in audit.destinations.iter().enumerate() {
+        AuditDestination::parse(dest)
+            .map(|_| ())
+            .or_else(|m| fail(format!("consumers.auditLogger.destinations[{i}]"), m))?;
+    }
+    if audit.syslog_udp_message_bytes_max < SYSLOG_MESSAGE_BYTES_MIN {
+        return fail(
+            "consumers.auditLogger.syslogUdpMessageBytesMax",
+            format!("must be at least {SYSLOG_MESSAGE_BYTES_MIN} (RFC 5424's minimum)"),
+        );
     }
     Ok(())
 }

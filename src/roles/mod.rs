@@ -3,6 +3,7 @@
 //! Architecture invariant: this is the only module that names a concrete adapter.
 
 pub mod admin;
+pub mod audit;
 pub mod gateway;
 pub mod ledger;
 
@@ -16,6 +17,7 @@ use crate::config::Config;
 use crate::http::Shutdown;
 use crate::spend::local::{LocalLimits, LocalSpend};
 use crate::spend::SpendCache;
+use crate::store::audit::AuditStore;
 use crate::store::leases::LeaseStore;
 use crate::store::ledger::LedgerStore;
 use crate::store::sqlite::SqliteStore;
@@ -54,7 +56,10 @@ impl Role {
 
     /// Whether this build can run the role yet.
     pub fn available(self) -> bool {
-        matches!(self, Role::Admin | Role::Gateway | Role::Ledger)
+        matches!(
+            self,
+            Role::Admin | Role::Gateway | Role::Ledger | Role::Audit
+        )
     }
 }
 
@@ -110,6 +115,7 @@ pub struct Stores {
     pub store: Arc<dyn Store>,
     pub ledger: Arc<dyn LedgerStore>,
     pub leases: Arc<dyn LeaseStore>,
+    pub audit: Arc<dyn AuditStore>,
 }
 
 /// Opens the configured system of record: the embedded SQLite file unless Postgres is set.
@@ -134,7 +140,8 @@ pub async fn open_stores(config: &Config) -> Result<Stores, ServeError> {
     Ok(Stores {
         store: Arc::clone(&store) as Arc<dyn Store>,
         ledger: Arc::clone(&store) as Arc<dyn LedgerStore>,
-        leases: store,
+        leases: Arc::clone(&store) as Arc<dyn LeaseStore>,
+        audit: store,
     })
 }
 
@@ -172,6 +179,10 @@ pub async fn open_spend(config: &Config) -> Result<Arc<dyn SpendCache>, ServeErr
 
 /// Runs the given roles until SIGTERM or SIGINT.
 pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
+    // Destinations this build cannot serve are refused before anything opens.
+    if roles.contains(&Role::Audit) {
+        audit::exporters(&config)?;
+    }
     let metrics = crate::telemetry::init_metrics().map_err(ServeError::Config)?;
     let stores = open_stores(&config).await?;
     let store = Arc::clone(&stores.store);
@@ -239,6 +250,16 @@ pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
                 )
                 .await?;
                 tasks.spawn(ledger);
+            }
+            Role::Audit => {
+                let audit = audit::prepare(
+                    &config,
+                    Arc::clone(&stores.audit),
+                    Arc::clone(&stores.leases),
+                    Arc::clone(&bus),
+                    shutdown.clone(),
+                )?;
+                tasks.spawn(audit);
             }
             other => {
                 return Err(ServeError::Config(format!(

@@ -3,6 +3,7 @@
 //! trait. Stores validate nothing about business rules (that is `ops`), but every change they
 //! make writes its admin event into the outbox in the same transaction.
 
+pub mod audit;
 pub mod leases;
 pub mod ledger;
 pub mod outbox;

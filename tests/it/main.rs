@@ -4,6 +4,7 @@
 mod harness;
 
 mod admin_api;
+mod audit;
 mod avro_interop;
 mod cli_admin;
 mod cli_errors;

@@ -228,3 +228,59 @@ fn url_and_host_are_alternatives() {
     );
     assert!(!line.contains("pw@"), "{line}");
 }
+
+#[test]
+fn an_audit_destination_of_an_unknown_shape_names_its_index() {
+    let yaml = "auditLogger:\n  destinations:\n    - file:///var/log/a.jsonl\n    - kafka://x\n";
+    let line = error_line(load_yaml(yaml, &[]));
+    assert!(
+        line.contains("consumers.auditLogger.destinations[1]: must be a URI such as"),
+        "{line}"
+    );
+    for bad in [
+        "file://relative/path",
+        "syslog://",
+        "syslog+tcp://h:0",
+        "syslog://u@h:514",
+    ] {
+        let yaml = format!("auditLogger:\n  destinations:\n    - \"{bad}\"\n");
+        let line = error_line(load_yaml(&yaml, &[]));
+        assert!(line.contains("destinations[0]"), "{bad}: {line}");
+    }
+}
+
+#[test]
+fn audit_destinations_parse_to_files_and_syslog_over_udp_or_tcp() {
+    use crate::config::AuditDestination as D;
+    let parsed = |uri: &str| D::parse(uri).unwrap();
+    assert_eq!(parsed("file:///var/log/a"), D::File("/var/log/a".into()));
+    assert_eq!(parsed("file://localhost/a"), D::File("/a".into()));
+    let udp = |host: &str, port| D::SyslogUdp {
+        host: host.into(),
+        port,
+    };
+    assert_eq!(
+        parsed("syslog://siem.example.com:514"),
+        udp("siem.example.com", 514)
+    );
+    assert_eq!(parsed("syslog+udp://10.0.0.1"), udp("10.0.0.1", 514));
+    assert_eq!(parsed("syslog://[::1]:1514/"), udp("::1", 1514));
+    assert_eq!(
+        parsed("syslog+tcp://h:601"),
+        D::SyslogTcp {
+            host: "h".into(),
+            port: 601
+        }
+    );
+    assert_eq!(parsed("s3://bucket/prefix/"), D::S3);
+}
+
+#[test]
+fn a_udp_syslog_cap_below_the_rfc_minimum_is_refused() {
+    let yaml = "auditLogger:\n  syslogUdpMessageBytesMax: 100\n";
+    let line = error_line(load_yaml(yaml, &[]));
+    assert!(
+        line.contains("consumers.auditLogger.syslogUdpMessageBytesMax: must be at least 480"),
+        "{line}"
+    );
+}

@@ -3,6 +3,7 @@
 //! `policies.rs`; this file owns the connection, migrations and the trait wiring only.
 
 mod agents;
+mod audit;
 mod leases;
 mod ledger;
 mod policies;

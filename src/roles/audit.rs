@@ -1,0 +1,93 @@
+//! Wiring of the audit role: the audit sink on every topic, one export loop per configured
+//! destination and the retention loop, all stopping with the role. No audit logic here
+//! (`audit` owns it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::audit::export::{ExportSettings, Exporter};
+use crate::audit::{self, AuditSink};
+use crate::bus::EventBus;
+use crate::config::{AuditDestination, Config, ExportFormat};
+use crate::consume::{self, ConsumerConfig};
+use crate::http::Shutdown;
+use crate::store::audit::AuditStore;
+use crate::store::leases::LeaseStore;
+
+use super::ServeError;
+
+/// The consumer name of the audit role in the lease table and metrics.
+pub const CONSUMER: &str = "audit";
+
+/// The audit consumer's settings from config.
+pub fn consumer_config(config: &Config) -> ConsumerConfig {
+    let mut consumer = ConsumerConfig::new(CONSUMER, audit::topics());
+    consumer.lease_ttl = Duration::from_secs(config.consumers.lease_ttl_seconds);
+    consumer.renew_every = consumer.lease_ttl / 3;
+    consumer
+}
+
+/// One exporter per configured destination; refuses a destination this build cannot serve
+/// (S3), naming its key, before anything starts.
+pub fn exporters(config: &Config) -> Result<Vec<Exporter>, ServeError> {
+    let audit = &config.consumers.audit_logger;
+    let file_format = audit
+        .export_formats
+        .first()
+        .copied()
+        .unwrap_or(ExportFormat::Json);
+    let settings = Arc::new(ExportSettings::new(
+        file_format,
+        audit.syslog_udp_message_bytes_max,
+    ));
+    audit
+        .destinations
+        .iter()
+        .enumerate()
+        .map(|(i, uri)| {
+            let problem = |m: String| {
+                ServeError::Config(format!("consumers.auditLogger.destinations[{i}]: {m}"))
+            };
+            let destination = AuditDestination::parse(uri).map_err(problem)?;
+            Exporter::new(uri, destination, Arc::clone(&settings))
+                .map_err(|e| problem(e.to_string()))
+        })
+        .collect()
+}
+
+/// Returns the role's task: consumer, exporters and retention, finished together.
+pub fn prepare(
+    config: &Config,
+    store: Arc<dyn AuditStore>,
+    leases: Arc<dyn LeaseStore>,
+    bus: Arc<dyn EventBus>,
+    shutdown: Shutdown,
+) -> Result<impl std::future::Future<Output = std::io::Result<()>>, ServeError> {
+    let exporters = exporters(config)?;
+    let retention_days = config.consumers.audit_logger.retention_days;
+    let consumer = consumer_config(config);
+    let (leader_tx, leader_rx) = watch::channel(None);
+    let sink = Arc::new(AuditSink::new(Arc::clone(&store), leader_tx));
+    Ok(async move {
+        let mut side = tokio::task::JoinSet::new();
+        for exporter in exporters {
+            side.spawn(audit::export::run(
+                exporter,
+                Arc::clone(&store),
+                leader_rx.clone(),
+                shutdown.clone(),
+            ));
+        }
+        side.spawn(audit::retention::run(
+            Arc::clone(&store),
+            retention_days,
+            leader_rx,
+            shutdown.clone(),
+        ));
+        consume::run(consumer, leases, bus, sink, shutdown).await;
+        while side.join_next().await.is_some() {}
+        Ok(())
+    })
+}
