@@ -150,16 +150,7 @@ fn serialize_hex<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S:
     serializer.serialize_str(&hex(bytes))
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+pub use crate::core::hex::encode as hex;
 
 /// Where a partition's ledger stands.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -214,6 +214,11 @@ fn an_exported_proof_verifies_offline_and_a_flipped_bit_does_not() {
         public.to_str().unwrap(),
     ]);
     assert!(checked.ok().contains(&format!("OK: event {id}")));
+    let outside = crate::merkle_proof_python::python_verify(&proof);
+    assert!(
+        outside.status.success() && String::from_utf8_lossy(&outside.stdout).contains("OK"),
+        "the independent verifier refused our proof: {outside:?}"
+    );
 
     let document: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&proof).unwrap()).unwrap();
@@ -229,6 +234,12 @@ fn an_exported_proof_verifies_offline_and_a_flipped_bit_does_not() {
         refused.status, 0,
         "a flipped leaf bit must fail: {}",
         refused.stdout
+    );
+    assert!(
+        !crate::merkle_proof_python::python_verify(&bad)
+            .status
+            .success(),
+        "the independent verifier accepted a flipped leaf bit"
     );
 
     let other = env.dir.path().join("other.pem");

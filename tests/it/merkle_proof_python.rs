@@ -18,6 +18,13 @@ fn repo_path(relative: &str) -> PathBuf {
 
 /// Runs tests/python/verify_proof.py on `proof` with `CARACAL_PYTHON`.
 fn run_verifier(dir: &Path, name: &str, proof: &ProofDocument) -> Output {
+    let file = dir.join(name);
+    std::fs::write(&file, proof.to_json_pretty()).unwrap();
+    python_verify(&file)
+}
+
+/// Runs tests/python/verify_proof.py on the proof file `file` with `CARACAL_PYTHON`.
+pub fn python_verify(file: &Path) -> Output {
     let python = std::env::var_os("CARACAL_PYTHON").unwrap_or_else(|| {
         panic!(
             "CARACAL_PYTHON is not set. The Merkle proof interop test needs a Python 3 with \
@@ -25,11 +32,9 @@ fn run_verifier(dir: &Path, name: &str, proof: &ProofDocument) -> Output {
              tests/python/requirements.txt` then `CARACAL_PYTHON=/tmp/venv/bin/python cargo test`"
         )
     });
-    let file = dir.join(name);
-    std::fs::write(&file, proof.to_json_pretty()).unwrap();
     Command::new(&python)
         .arg(repo_path("tests/python/verify_proof.py"))
-        .arg(&file)
+        .arg(file)
         .output()
         .unwrap_or_else(|e| panic!("cannot run CARACAL_PYTHON={python:?}: {e}"))
 }
