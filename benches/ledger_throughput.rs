@@ -127,7 +127,8 @@ async fn run(total: i64, bench: bool) -> anyhow::Result<()> {
         if Instant::now() > deadline {
             bail!("ingest stalled at {rows} rows, {sealed} sealed");
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Coarse polling: every poll takes the store's connection from the consumer.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let ingest = started.elapsed();
     let _ = stop.send(true);

@@ -13,7 +13,7 @@ cargo bench --bench gateway_overhead --no-run
 bin=target/release/caracal
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -43,8 +43,16 @@ $c policy create --agent-id "$parent" --limit 1000000.00 --time-window daily >/d
 $c policy create --agent-id "$child" --limit 1000000.00 --time-window daily >/dev/null
 key=$($c key create --agent-id "$child" --output json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
 
-RUST_LOG=warn $c serve --role gateway > "$work/gateway.log" 2>&1 &
-gw_pid=$!
+# CARACAL_BENCH_PERF_OUT=FILE: sample the gateway's stacks with `perf record` into FILE.
+if [ -n "${CARACAL_BENCH_PERF_OUT:-}" ]; then
+  RUST_LOG=warn perf record -q -F 997 -g -o "$CARACAL_BENCH_PERF_OUT" -- $c serve --role gateway > "$work/gateway.log" 2>&1 &
+  perf_pid=$!
+  pids+=($perf_pid)
+  for _ in $(seq 100); do gw_pid=$(pgrep -P "$perf_pid" || true); [ -n "$gw_pid" ] && break; sleep 0.05; done
+else
+  RUST_LOG=warn $c serve --role gateway > "$work/gateway.log" 2>&1 &
+  gw_pid=$!
+fi
 pids+=($gw_pid)
 for _ in $(seq 200); do curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null && break; sleep 0.05; done
 # One request by hand first: a benchmark of refusals would measure nothing.

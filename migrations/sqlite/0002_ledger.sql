@@ -33,7 +33,6 @@ CREATE TABLE ledger_events (
 );
 CREATE INDEX ledger_events_time ON ledger_events (occurred_at);
 CREATE INDEX ledger_events_agent_time ON ledger_events (agent_id, occurred_at);
-CREATE INDEX ledger_events_root_time ON ledger_events (root_agent_id, occurred_at);
 
 -- A sealed batch: rows first_seq..=last_seq of one partition under one signed root.
 CREATE TABLE merkle_batches (

@@ -317,7 +317,7 @@ async fn backfill(c: Backfill, config: &Config) -> anyhow::Result<()> {
     for mut head in ledger.ledger_heads().await? {
         while head.unsealed() > 0 {
             let count = head.unsealed().min(limit);
-            let sealed = seal::seal_next(ledger, &key, &key_id, None, &head, count, now)
+            let sealed = seal::seal_next(ledger, &key, &key_id, None, &head, count, now, None)
                 .await
                 .with_context(|| format!("cannot seal partition {}", head.partition))?;
             let report = seal::read_back(ledger, &sealed, head.last_batch.as_ref(), &keys).await?;

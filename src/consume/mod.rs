@@ -46,7 +46,7 @@ impl ConsumerConfig {
             owner: instance_owner(),
             lease_ttl: Duration::from_secs(10),
             renew_every: Duration::from_secs(3),
-            fetch_messages_max: 2_000,
+            fetch_messages_max: 5_000,
             idle_poll: Duration::from_millis(50),
             error_backoff: Duration::from_millis(500),
         }
@@ -132,8 +132,34 @@ pub async fn run<S: Sink>(
         }
         let mut progressed = false;
         let mut lost = false;
-        for lease in owned.iter_mut() {
-            match consume_partition(&config, bus.as_ref(), sink.as_ref(), lease).await {
+        // Each partition's batch is applied while the next partition's is being read, so the
+        // log and the store work at the same time.
+        let mut next = match owned.first() {
+            Some(lease) => Some(fetch(&config, bus.as_ref(), lease).await),
+            None => None,
+        };
+        for i in 0..owned.len() {
+            let fetched = next.take();
+            let following = owned.get(i + 1).cloned();
+            let Some(lease) = owned.get_mut(i) else { break };
+            let apply = async {
+                match fetched {
+                    Some(Ok(batch)) => {
+                        apply(&config, bus.as_ref(), sink.as_ref(), lease, batch).await
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => Ok(false),
+                }
+            };
+            let prefetch = async {
+                match &following {
+                    Some(lease) => Some(fetch(&config, bus.as_ref(), lease).await),
+                    None => None,
+                }
+            };
+            let (applied, prefetched) = tokio::join!(apply, prefetch);
+            next = prefetched;
+            match applied {
                 Ok(moved) => progressed |= moved,
                 Err(ConsumeError::Store(StoreError::Fenced(why))) => {
                     tracing::warn!(consumer = %config.name, %why, "lease lost; stopping that partition");
@@ -203,13 +229,17 @@ async fn renew(
     Ok(owned)
 }
 
-/// Reads one batch of a partition and commits it. `Ok(true)` when the offset moved.
-async fn consume_partition<S: Sink>(
+/// One partition's read: its messages from the lease's offset on, and its high watermark.
+struct Fetched {
+    messages: Vec<ConsumedMessage>,
+    high_watermark: i64,
+}
+
+async fn fetch(
     config: &ConsumerConfig,
     bus: &dyn EventBus,
-    sink: &S,
-    lease: &mut Lease,
-) -> Result<bool, ConsumeError> {
+    lease: &Lease,
+) -> Result<Fetched, ConsumeError> {
     let fence = &lease.fence;
     let messages = bus
         .fetch(
@@ -220,6 +250,25 @@ async fn consume_partition<S: Sink>(
         )
         .await?;
     let high_watermark = bus.high_watermark(&fence.topic, fence.partition).await?;
+    Ok(Fetched {
+        messages,
+        high_watermark,
+    })
+}
+
+/// Applies one fetched batch of a partition and commits it. `Ok(true)` when the offset moved.
+async fn apply<S: Sink>(
+    config: &ConsumerConfig,
+    bus: &dyn EventBus,
+    sink: &S,
+    lease: &mut Lease,
+    fetched: Fetched,
+) -> Result<bool, ConsumeError> {
+    let Fetched {
+        messages,
+        high_watermark,
+    } = fetched;
+    let fence = &lease.fence;
     let Some(last) = messages.last() else {
         record_lag(config, fence, high_watermark - lease.next_offset);
         return Ok(false);

@@ -67,6 +67,9 @@ impl<'a> Reader<'a> {
     fn uuid(&mut self) -> Result<String, DatumError> {
         let at = self.at;
         let text = self.string()?;
+        if is_canonical_uuid(text) {
+            return Ok(text.to_owned());
+        }
         Uuid::parse_str(text)
             .map(|id| id.to_string())
             .map_err(|_| DatumError {
@@ -123,6 +126,15 @@ impl<'a> Reader<'a> {
             }
         }
     }
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in lowercase hex: the form `Uuid` prints, kept as is.
+fn is_canonical_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
 }
 
 /// The ledger columns of a MeteringEvent datum (unframed Avro binary).
@@ -292,6 +304,15 @@ mod tests {
         fn garbage_is_refused_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = columns_of(&bytes);
         }
+    }
+
+    #[test]
+    fn uuids_come_out_in_canonical_form_whatever_their_case() {
+        assert!(is_canonical_uuid("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"));
+        assert!(!is_canonical_uuid("0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B"));
+        assert!(!is_canonical_uuid("0190a1b2c3d47e5f8a9b0c1d2e3f4a5b"));
+        let mut r = Reader { bytes: b"\x48\x30\x31\x39\x30\x41\x31\x42\x32\x2d\x43\x33\x44\x34\x2d\x37\x45\x35\x46\x2d\x38\x41\x39\x42\x2d\x30\x43\x31\x44\x32\x45\x33\x46\x34\x41\x35\x42", at: 0 };
+        assert_eq!(r.uuid().unwrap(), "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
     }
 
     #[test]

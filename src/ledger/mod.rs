@@ -8,7 +8,7 @@ pub mod keys;
 pub mod seal;
 pub mod verify;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use crate::bus::ConsumedMessage;
 use crate::consume::{ConsumeError, Sink};
 use crate::core::checkpoint::SigningKey;
 use crate::core::events::{EventKind, TOPIC_METERING_EVENTS};
+use crate::core::merkle;
 use crate::store::leases::{Fence, Lease};
 use crate::store::ledger::{LedgerEntry, LedgerStore, SealedBatch};
 use crate::store::StoreError;
@@ -47,6 +48,7 @@ pub struct LedgerSink {
     keys: KeyRing,
     settings: LedgerSettings,
     state: Mutex<SealState>,
+    appended: std::sync::Mutex<Appended>,
 }
 
 #[derive(Default)]
@@ -54,6 +56,54 @@ struct SealState {
     /// When each partition's open (unsealed, non-empty) batch was first seen.
     opened: HashMap<i32, Instant>,
     reverified_at: Option<Instant>,
+}
+
+/// Leaves and times of rows this sink appended and has not sealed yet, per partition, in
+/// sequence order from `first`: sealing then needs no read of rows it just wrote. A cache
+/// only: when it does not cover a batch exactly (after a restart, a takeover), rows are read.
+#[derive(Default)]
+struct Appended {
+    by_partition: HashMap<i32, (i64, VecDeque<seal::SealInput>)>,
+}
+
+impl Appended {
+    fn record(
+        &mut self,
+        partition: i32,
+        appended: impl Iterator<Item = (i64, seal::SealInput)>,
+        cap: usize,
+    ) {
+        for (seq, input) in appended {
+            let (first, inputs) = self
+                .by_partition
+                .entry(partition)
+                .or_insert_with(|| (seq, VecDeque::new()));
+            if *first + inputs.len() as i64 != seq || inputs.len() >= cap {
+                // Not contiguous with what is kept (or too much kept): start over from here.
+                *first = seq;
+                inputs.clear();
+            }
+            inputs.push_back(input);
+        }
+    }
+
+    /// The inputs of rows `first..first + count`, removed from the cache, if it holds exactly
+    /// them at its front.
+    fn take(&mut self, partition: i32, first: i64, count: i64) -> Option<Vec<seal::SealInput>> {
+        let (start, inputs) = self.by_partition.get_mut(&partition)?;
+        let count = usize::try_from(count).ok()?;
+        if *start != first || inputs.len() < count {
+            if *start < first {
+                // Rows sealed elsewhere (backfill): drop what they covered.
+                let sealed = usize::try_from(first - *start).unwrap_or(usize::MAX);
+                inputs.drain(..sealed.min(inputs.len()));
+                *start = first;
+            }
+            return None;
+        }
+        *start += count as i64;
+        Some(inputs.drain(..count).collect())
+    }
 }
 
 impl LedgerSink {
@@ -83,6 +133,7 @@ impl LedgerSink {
             keys,
             settings,
             state: Mutex::new(SealState::default()),
+            appended: std::sync::Mutex::new(Appended::default()),
         })
     }
 
@@ -104,6 +155,11 @@ impl LedgerSink {
             }
             let count = unsealed.min(self.settings.batch_size_limit);
             let now = chrono::Utc::now().timestamp_micros();
+            let known = self
+                .appended
+                .lock()
+                .ok()
+                .and_then(|mut a| a.take(partition, head.first_unsealed(), count));
             let sealed = seal::seal_next(
                 self.store.as_ref(),
                 &self.key,
@@ -112,6 +168,7 @@ impl LedgerSink {
                 &head,
                 count,
                 now,
+                known,
             )
             .await
             .map_err(|e| match e {
@@ -183,7 +240,21 @@ impl Sink for LedgerSink {
         items: Vec<LedgerEntry>,
         next_offset: i64,
     ) -> Result<usize, StoreError> {
+        let inputs: Vec<seal::SealInput> = items
+            .iter()
+            .map(|e| (merkle::leaf_hash(&e.datum), e.columns.occurred_at_micros))
+            .collect();
         let outcome = self.store.append_ledger(fence, items, next_offset).await?;
+        let cap =
+            usize::try_from(self.settings.batch_size_limit.saturating_mul(4)).unwrap_or(4_000);
+        if let Ok(mut appended) = self.appended.lock() {
+            let fresh = outcome
+                .seqs
+                .iter()
+                .zip(inputs)
+                .filter_map(|(seq, input)| seq.map(|seq| (seq, input)));
+            appended.record(fence.partition, fresh, cap);
+        }
         Ok(outcome.inserted)
     }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -120,10 +121,25 @@ pub fn key_ring(stored: Vec<(String, Vec<u8>)>) -> KeyRing {
 }
 
 /// Checks one batch against its rows (as stored, in sequence order), the batch before it
-/// (`None` for batch 0, or when it is missing, which is reported) and the key ring.
+/// (`None` for batch 0, or when it is missing, which is reported) and the key ring: the seal
+/// (`check_sealed`) and every row's columns against its sealed bytes (`check_row`).
 pub fn check_batch(
     batch: &SealedBatch,
     rows: &[StoredRow],
+    previous: Option<&SealedBatch>,
+    keys: &KeyRing,
+) -> BatchReport {
+    let leaves: Vec<(i64, &[u8])> = rows.iter().map(|r| (r.seq, r.datum.as_slice())).collect();
+    let mut report = check_sealed(batch, &leaves, previous, keys);
+    report.failures.extend(rows.iter().filter_map(check_row));
+    report
+}
+
+/// Checks the seal of one batch against its rows' sealed bytes (`(seq, datum)` in sequence
+/// order): signature and key, chain, count, contiguity, root. Not the rows' columns.
+pub fn check_sealed(
+    batch: &SealedBatch,
+    rows: &[(i64, &[u8])],
     previous: Option<&SealedBatch>,
     keys: &KeyRing,
 ) -> BatchReport {
@@ -155,19 +171,14 @@ pub fn check_batch(
             last_seq: h.last_seq,
         });
     }
-    let missing = missing_seqs(h, rows);
+    let missing = missing_seqs(h, rows.iter().map(|(seq, _)| *seq));
     if !missing.is_empty() {
         failures.push(Failure::SequenceGap { missing });
     }
-    for row in rows {
-        if let Some(failure) = check_row(row) {
-            failures.push(failure);
-        }
-    }
     let leaves: Vec<Hash> = rows
         .iter()
-        .filter(|r| r.seq >= h.first_seq && r.seq <= h.last_seq)
-        .map(|r| merkle::leaf_hash(&r.datum))
+        .filter(|(seq, _)| *seq >= h.first_seq && *seq <= h.last_seq)
+        .map(|(_, datum)| merkle::leaf_hash(datum))
         .collect();
     let computed = merkle::root(&leaves);
     if computed != Some(h.root) {
@@ -209,9 +220,9 @@ fn chain_break(h: &BatchHeader, previous: Option<&BatchHeader>) -> Option<String
     }
 }
 
-fn missing_seqs(h: &BatchHeader, rows: &[StoredRow]) -> Vec<i64> {
+fn missing_seqs(h: &BatchHeader, seqs: impl Iterator<Item = i64>) -> Vec<i64> {
     let mut missing = Vec::new();
-    let mut present = rows.iter().map(|r| r.seq).peekable();
+    let mut present = seqs.peekable();
     let mut seq = h.first_seq;
     while seq <= h.last_seq {
         while present.next_if(|s| *s < seq).is_some() {}
@@ -260,17 +271,27 @@ pub struct RangeSummary {
 pub const VERIFY_PAGE_BATCHES: usize = 256;
 
 /// Verifies every batch whose time range meets `[start, end)`, calling `on_batch` with each
-/// report as it goes (for a progress bar and for naming failures).
+/// report as it goes (for a progress bar and for naming failures). Reading a batch's rows and
+/// checking the previous batch overlap: the check runs on a blocking thread.
 pub async fn verify_range(
     store: &dyn LedgerStore,
     start_micros: i64,
     end_micros: i64,
     mut on_batch: impl FnMut(&BatchReport),
 ) -> Result<RangeSummary, StoreError> {
-    let keys = key_ring(store.signing_keys().await?);
+    let keys = Arc::new(key_ring(store.signing_keys().await?));
     let mut summary = RangeSummary::default();
     let mut after = None;
     let mut previous: Option<SealedBatch> = None;
+    let mut checking: Option<tokio::task::JoinHandle<BatchReport>> = None;
+    let mut finish = |report: BatchReport, summary: &mut RangeSummary| {
+        summary.batches += 1;
+        summary.rows += u64::try_from(report.last_seq - report.first_seq + 1).unwrap_or(0);
+        if !report.ok() {
+            summary.failed_batches += 1;
+        }
+        on_batch(&report);
+    };
     loop {
         let page = store
             .batches_in_range(start_micros, end_micros, after, VERIFY_PAGE_BATCHES)
@@ -278,17 +299,39 @@ pub async fn verify_range(
         let Some(last) = page.last() else { break };
         after = Some((last.header.partition, last.header.batch_number));
         for batch in page {
-            let report = verify_one(store, &batch, previous.as_ref(), &keys).await?;
-            summary.batches += 1;
-            summary.rows += u64::try_from(batch.header.count).unwrap_or(0);
-            if !report.ok() {
-                summary.failed_batches += 1;
+            let h = &batch.header;
+            let rows = store
+                .ledger_rows(h.partition, h.first_seq, h.last_seq)
+                .await?;
+            let before = match previous.take() {
+                Some(p) if follows(&p, &batch) => Some(p),
+                _ if h.batch_number == 0 => None,
+                _ => store.merkle_batch(h.partition, h.batch_number - 1).await?,
+            };
+            if let Some(done) = checking.take() {
+                finish(joined(done).await?, &mut summary);
             }
-            on_batch(&report);
-            previous = Some(batch);
+            previous = Some(batch.clone());
+            let keys = Arc::clone(&keys);
+            checking = Some(tokio::task::spawn_blocking(move || {
+                check_batch(&batch, &rows, before.as_ref(), &keys)
+            }));
         }
     }
+    if let Some(done) = checking.take() {
+        finish(joined(done).await?, &mut summary);
+    }
     Ok(summary)
+}
+
+fn follows(previous: &SealedBatch, batch: &SealedBatch) -> bool {
+    previous.header.partition == batch.header.partition
+        && previous.header.batch_number + 1 == batch.header.batch_number
+}
+
+async fn joined(task: tokio::task::JoinHandle<BatchReport>) -> Result<BatchReport, StoreError> {
+    task.await
+        .map_err(|e| StoreError::Unavailable(format!("verification task failed: {e}")))
 }
 
 /// Verifies one batch, fetching its rows and (unless `previous` is it) the batch before it.

@@ -130,11 +130,13 @@ pub struct StoredRow {
 }
 
 /// What an append did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppendOutcome {
     pub inserted: usize,
     /// Events already in the ledger (a retried publish): skipped, no sequence number used.
     pub duplicates: usize,
+    /// Per entry, in input order: the sequence number it got, or `None` for a duplicate.
+    pub seqs: Vec<Option<i64>>,
 }
 
 /// A sealed batch: its signed header and signature.
@@ -221,6 +223,15 @@ pub trait LedgerStore: Send + Sync {
         first: i64,
         last: i64,
     ) -> Result<Vec<StoredRow>, StoreError>;
+
+    /// `(seq, datum)` of rows `first..=last` of a partition, in sequence order: what checking a
+    /// seal needs, without the decoded columns.
+    async fn ledger_datums(
+        &self,
+        partition: i32,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
 
     /// The row of one event.
     async fn ledger_event(&self, event_id: &str) -> Result<Option<StoredRow>, StoreError>;

@@ -180,7 +180,10 @@ fn append(
 ) -> Result<AppendOutcome, StoreError> {
     check_fence(tx, fence, Some(next_offset))?;
     let mut seq = next_seq(tx, fence.partition)?;
-    let mut outcome = AppendOutcome::default();
+    let mut outcome = AppendOutcome {
+        seqs: Vec::with_capacity(entries.len()),
+        ..AppendOutcome::default()
+    };
     let mut insert = tx
         .prepare_cached(&format!(
             "INSERT INTO ledger_events ({ROW_COLUMNS})
@@ -219,9 +222,11 @@ fn append(
             ])
             .map_err(map_err)?;
         if inserted == 1 {
+            outcome.seqs.push(Some(seq));
             seq = seq.saturating_add(1);
             outcome.inserted += 1;
         } else {
+            outcome.seqs.push(None);
             outcome.duplicates += 1;
         }
     }
@@ -399,6 +404,28 @@ impl LedgerStore for SqliteStore {
                 r#""partition" = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq"#,
                 params![partition, first, last],
             )
+        })
+        .await
+    }
+
+    async fn ledger_datums(
+        &self,
+        partition: i32,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        self.read(move |tx| {
+            tx.prepare_cached(
+                r#"SELECT seq, datum FROM ledger_events
+                   WHERE "partition" = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq"#,
+            )
+            .and_then(|mut s| {
+                s.query_map(params![partition, first, last], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect()
+            })
+            .map_err(map_err)
         })
         .await
     }

@@ -26,6 +26,8 @@ use crate::core::pricing::{PriceEntry, Pricebook};
 
 /// How long a writer waits for another process (the CLI beside a server) to release the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Page cache of the store's connection, in KiB.
+const CACHE_KIB: i64 = 64 * 1024;
 /// File name of the embedded database inside the data directory.
 pub const DB_FILE: &str = "caracal.db";
 
@@ -64,6 +66,9 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(unavailable)?;
         conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(unavailable)?;
+        // The ledger's indexes outgrow SQLite's 2 MiB default page cache quickly.
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)
             .map_err(unavailable)?;
         crate::embedded_db::migrate(&mut conn, "schema_migrations", MIGRATIONS)
             .map_err(unavailable)?;
