@@ -47,6 +47,26 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Stops the checkpointer thread when the store is dropped.
+    stop_checkpoints: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.stop_checkpoints
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Opens a connection to the store file with the settings every connection here uses.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(unavailable)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(unavailable)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(unavailable)?;
+    Ok(conn)
 }
 
 impl SqliteStore {
@@ -59,11 +79,9 @@ impl SqliteStore {
             ))
         })?;
         let path = data_dir.join(DB_FILE);
-        let mut conn = Connection::open(&path).map_err(unavailable)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(unavailable)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        let mut conn = connect(&path)?;
+        // Checkpoints (and their fsyncs) run on their own thread, never inside a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(unavailable)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(unavailable)?;
@@ -72,9 +90,19 @@ impl SqliteStore {
             .map_err(unavailable)?;
         crate::embedded_db::migrate(&mut conn, "schema_migrations", MIGRATIONS)
             .map_err(unavailable)?;
+        let stop_checkpoints = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        crate::embedded_db::spawn_checkpointer(
+            connect(&path)?,
+            "store",
+            Arc::clone(&stop_checkpoints),
+        )
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot start the store checkpointer: {e}"))
+        })?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path,
+            stop_checkpoints,
         })
     }
 
