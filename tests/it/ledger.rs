@@ -61,6 +61,27 @@ pub fn verify_range(env: &Env) -> crate::harness::CliRun {
     env.cli(&["merkle", "verify-range", "--start", &from, "--end", &to])
 }
 
+/// `caracal ledger query` over today's range for `agent`, with `extra` arguments, as JSON.
+pub fn query(env: &Env, agent: &str, extra: &[&str]) -> serde_json::Value {
+    let (from, to) = today_range();
+    let mut args = vec![
+        "ledger",
+        "query",
+        "--agent-id",
+        agent,
+        "--start-date",
+        &from,
+        "--end-date",
+        &to,
+    ];
+    args.extend_from_slice(extra);
+    if !extra.contains(&"--output") {
+        args.extend_from_slice(&["--output", "json"]);
+        return env.cli(&args).json();
+    }
+    serde_json::Value::String(env.cli(&args).ok().to_owned())
+}
+
 /// Three trees (a root and a child each), `per_tree` events each, costs 1..; returns the
 /// roots and each tree's total cost.
 fn publish_trees(log: &Log, per_tree: usize) -> Vec<(AgentId, AgentId, i64, i64)> {
@@ -97,59 +118,18 @@ fn every_event_is_sealed_once_queries_add_up_and_the_range_verifies() {
     let out = verified.ok();
     assert!(out.contains("OK:") && out.contains("57 rows"), "{out}");
 
-    let (from, to) = today_range();
     for (root, child, root_cost, child_cost) in &trees {
         let root = root.to_string();
-        let tree = env
-            .cli(&[
-                "ledger",
-                "query",
-                "--agent-id",
-                &root,
-                "--start-date",
-                &from,
-                "--end-date",
-                &to,
-                "--include-children",
-                "--output",
-                "json",
-            ])
-            .json();
+        let tree = query(&env, &root, &["--include-children"]);
         assert_eq!(tree["totals"][0]["currency"], "USD");
         assert_eq!(tree["totals"][0]["total_micros"], root_cost + child_cost);
         assert_eq!(tree["totals"][0]["events"], 19);
         assert_eq!(tree["rows"].as_array().unwrap().len(), 19);
-        let own = env
-            .cli(&[
-                "ledger",
-                "query",
-                "--agent-id",
-                &root,
-                "--start-date",
-                &from,
-                "--end-date",
-                &to,
-                "--output",
-                "json",
-            ])
-            .json();
+        let own = query(&env, &root, &[]);
         assert_eq!(own["totals"][0]["total_micros"], *root_cost);
         let child = child.to_string();
-        let csv = env
-            .cli(&[
-                "ledger",
-                "query",
-                "--agent-id",
-                &child,
-                "--start-date",
-                &from,
-                "--end-date",
-                &to,
-                "--output",
-                "csv",
-            ])
-            .ok()
-            .to_owned();
+        let csv = query(&env, &child, &["--output", "csv"]);
+        let csv = csv.as_str().unwrap();
         assert_eq!(
             csv.lines().count(),
             1 + 12,
@@ -368,23 +348,9 @@ fn kill_9_mid_batch_under_load_loses_and_duplicates_nothing() {
     let expected = (roots.len() * total_per_root) as i64;
     wait_sealed(&env, expected);
 
-    let (from, to) = today_range();
     for root in &roots {
         let id = root.to_string();
-        let q = env
-            .cli(&[
-                "ledger",
-                "query",
-                "--agent-id",
-                &id,
-                "--start-date",
-                &from,
-                "--end-date",
-                &to,
-                "--output",
-                "json",
-            ])
-            .json();
+        let q = query(&env, &id, &[]);
         assert_eq!(q["totals"][0]["events"], total_per_root as i64, "{id}");
         assert_eq!(q["totals"][0]["total_micros"], costs[root], "{id}");
     }
@@ -454,23 +420,7 @@ fn gateway_charges_land_in_the_ledger_sealed_and_provable() {
     }
     wait_sealed(&gw.env, 3);
 
-    let (from, to) = today_range();
-    let team = gw
-        .env
-        .cli(&[
-            "ledger",
-            "query",
-            "--agent-id",
-            &t.parent,
-            "--start-date",
-            &from,
-            "--end-date",
-            &to,
-            "--include-children",
-            "--output",
-            "json",
-        ])
-        .json();
+    let team = query(&gw.env, &t.parent, &["--include-children"]);
     assert_eq!(team["totals"][0]["events"], 3);
     assert_eq!(team["totals"][0]["total_micros"], expected);
     assert!(team["rows"]
