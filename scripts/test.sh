@@ -17,6 +17,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v gcc >/dev/null || missing+=(gcc)
 command -v curl >/dev/null || missing+=(curl)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+if [ "$(id -u)" -eq 0 ]; then command -v runuser >/dev/null || missing+=(util-linux); fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   command -v apt-get >/dev/null || die "need ${missing[*]} but apt-get is not available"
@@ -37,7 +39,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$venv/bin/python" -m pip install -q -r "$requirements"
   echo "$want" > "$stamp"
 fi
-"$venv/bin/python" -c "import fastavro, openai, anthropic" || die "the Python clients are not importable from .venv"
+"$venv/bin/python" -c "import fastavro, openai, anthropic, cryptography" || die "the Python clients are not importable from .venv"
 export CARACAL_PYTHON="$venv/bin/python"
 
 # --- Rust ------------------------------------------------------------------------------------

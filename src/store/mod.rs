@@ -7,6 +7,7 @@ pub mod audit;
 pub mod leases;
 pub mod ledger;
 pub mod outbox;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -16,5 +16,6 @@ mod ledger_store;
 mod ledger_tamper;
 mod merkle_proof_python;
 mod mock_upstream;
+mod postgres_db;
 mod sdk;
 mod serve_lifecycle;
