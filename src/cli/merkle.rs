@@ -147,10 +147,14 @@ fn describe(report: &BatchReport) -> String {
 async fn verify_range(c: VerifyRange, config: &Config) -> anyhow::Result<()> {
     let (start, end) = parse_range(&c.start, &c.end).map_err(anyhow::Error::msg)?;
     let stores = crate::roles::open_stores(config).await?;
-    let bar = indicatif::ProgressBar::new_spinner();
+    let total = stores.ledger.count_batches_in_range(start, end).await?;
+    // Drawn on stderr, and only when it is a terminal.
+    let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos} batches verified {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} batches verified, {elapsed} elapsed, ~{eta} left",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut failed: Vec<BatchReport> = Vec::new();
     let summary = verify::verify_range(stores.ledger.as_ref(), start, end, |report| {

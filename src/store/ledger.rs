@@ -269,6 +269,13 @@ pub trait LedgerStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<SealedBatch>, StoreError>;
 
+    /// How many batches `batches_in_range` would list in all (for a progress bar).
+    async fn count_batches_in_range(
+        &self,
+        start_micros: i64,
+        end_micros: i64,
+    ) -> Result<u64, StoreError>;
+
     /// Records a public key (idempotent).
     async fn put_signing_key(
         &self,

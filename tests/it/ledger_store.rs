@@ -228,6 +228,17 @@ pub async fn appends_are_idempotent_and_batches_must_follow_each_other(s: &Store
     assert_eq!((head.next_seq, head.unsealed()), (4, 0));
     assert_eq!(
         s.ledger
+            .count_batches_in_range(i64::MIN, i64::MAX)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.ledger.count_batches_in_range(1, i64::MAX).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        s.ledger
             .batch_covering(fence.partition, 2)
             .await
             .unwrap()

@@ -504,6 +504,24 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
+    async fn count_batches_in_range(
+        &self,
+        start_micros: i64,
+        end_micros: i64,
+    ) -> Result<u64, StoreError> {
+        self.read(move |tx| {
+            tx.prepare_cached(
+                "SELECT count(*) FROM merkle_batches WHERE last_time >= ?1 AND first_time < ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![start_micros, end_micros], |r| r.get::<_, i64>(0))
+            })
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(map_err)
+        })
+        .await
+    }
+
     async fn put_signing_key(
         &self,
         key_id: &str,
