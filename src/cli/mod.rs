@@ -4,6 +4,7 @@
 mod agent;
 mod config_cmd;
 mod consumers;
+mod db;
 mod dlq;
 mod key;
 mod ledger;
@@ -44,6 +45,7 @@ pub enum Command {
     Merkle(merkle::MerkleCmd),
     Dlq(dlq::DlqCmd),
     Consumers(consumers::ConsumersCmd),
+    Db(db::DbCmd),
 }
 
 /// Runs a parsed command line to completion.
@@ -62,6 +64,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Merkle(cmd) => merkle::run(cmd, &config).await,
         Command::Dlq(cmd) => dlq::run(cmd, &config).await,
         Command::Consumers(cmd) => consumers::run(cmd, &config).await,
+        Command::Db(cmd) => db::run(cmd, &config).await,
     }
 }
 

@@ -1,11 +1,12 @@
 //! The system of record behind one trait: agents, API keys, versioned policies, the pricebook,
-//! and the admin outbox. `sqlite.rs` is the embedded implementation; Postgres implements the same
+//! and the admin outbox. `sqlite/` is the embedded implementation; `postgres/` implements the same
 //! trait. Stores validate nothing about business rules (that is `ops`), but every change they
 //! make writes its admin event into the outbox in the same transaction.
 
 pub mod leases;
 pub mod ledger;
 pub mod outbox;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
