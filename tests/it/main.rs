@@ -13,5 +13,7 @@ mod gateway_auth;
 mod ledger;
 mod ledger_tamper;
 mod mock_upstream;
+mod postgres_store;
 mod sdk;
 mod serve_lifecycle;
+mod store_conformance;

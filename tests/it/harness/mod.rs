@@ -6,6 +6,7 @@
 pub mod events;
 pub mod gateway;
 pub mod mock;
+pub mod postgres;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
