@@ -364,7 +364,7 @@ impl ServerCertVerifier for ChainOnly {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::config::Secret;
 

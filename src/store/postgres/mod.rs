@@ -140,9 +140,24 @@ impl PgStore {
 pub(crate) fn connect_error(target: &str, e: &tokio_postgres::Error) -> StoreError {
     let reason = match e.as_db_error() {
         Some(db) => db.message().to_owned(),
-        None => e.to_string(),
+        None => with_causes(e),
     };
     StoreError::Unavailable(format!("cannot connect to postgres at {target}: {reason}"))
+}
+
+/// An error and its causes (`error performing TLS handshake: invalid peer certificate: ...`).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn pool_error(target: &str, e: PoolError) -> StoreError {
@@ -167,7 +182,7 @@ pub(crate) fn map_err(e: tokio_postgres::Error) -> StoreError {
         if e.is_closed() {
             return StoreError::Unavailable("postgres connection closed".into());
         }
-        return StoreError::Unavailable(format!("postgres: {e}"));
+        return StoreError::Unavailable(format!("postgres: {}", with_causes(&e)));
     };
     let constraint = db
         .constraint()
