@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::postgres::{give_to_server_user, migrated_store, PgOptions, PgServer};
+use crate::harness::postgres::{
+    give_to_server_user, migrated_store, server_dir, PgOptions, PgServer,
+};
 use crate::harness::{CliRun, Env};
 use caracal::store::Store;
 
@@ -195,7 +197,7 @@ fn certificate_auth_accepts_the_client_certificate_and_refuses_a_client_without_
     let certs = crate::harness::TempDir::new();
     make_certificates(certs.path(), "caracal");
     // The server reads its copies (owned by its user, key 0600).
-    let server_files = crate::harness::TempDir::new();
+    let server_files = server_dir();
     for file in ["ca.crt", "server.crt", "server.key"] {
         std::fs::copy(certs.path().join(file), server_files.path().join(file)).unwrap();
     }

@@ -51,6 +51,11 @@ impl TempDir {
     pub fn new() -> TempDir {
         TempDir(tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")))
     }
+    /// A temporary directory under `parent`.
+    pub fn new_in(parent: &Path) -> TempDir {
+        TempDir(tempfile::tempdir_in(parent).unwrap_or_else(|e| panic!("tempdir: {e}")))
+    }
+
     pub fn path(&self) -> &Path {
         self.0.path()
     }

@@ -55,6 +55,18 @@ fn running_as_root() -> bool {
     })
 }
 
+/// A temporary directory the server's user can reach: under /tmp (world-traversable) rather
+/// than `$TMPDIR`, which may sit inside root's private home.
+pub fn server_dir() -> TempDir {
+    let dir = if running_as_root() {
+        TempDir::new_in(Path::new("/tmp"))
+    } else {
+        TempDir::new()
+    };
+    give_to_server_user(dir.path());
+    dir
+}
+
 /// A command that runs `program` as the server's user when we are root (`setpriv` execs, so
 /// the child's pid is the program's own and killing it kills the program).
 fn as_server_user(program: &Path) -> Command {
@@ -124,8 +136,7 @@ impl PgServer {
     }
 
     pub fn start_with(options: PgOptions) -> PgServer {
-        let dir = TempDir::new();
-        give_to_server_user(dir.path());
+        let dir = server_dir();
         let data = dir.path().join("data");
         let mut initdb = as_server_user(&bin_dir().join("initdb"));
         initdb
@@ -325,7 +336,7 @@ impl PgBouncer {
             .unwrap_or_else(|| {
                 panic!("pgbouncer not found: install Debian's pgbouncer package (scripts/test.sh does)")
             });
-        let dir = TempDir::new();
+        let dir = server_dir();
         let port = free_port();
         let ini = dir.path().join("pgbouncer.ini");
         let userlist = dir.path().join("userlist.txt");
