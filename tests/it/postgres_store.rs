@@ -211,13 +211,15 @@ fn certificate_auth_accepts_the_client_certificate_and_refuses_a_client_without_
     let setting =
         |key: &str, file: &str| format!("{key} = '{}'", server_files.path().join(file).display());
     let server = PgServer::start_with(PgOptions {
-        hba: vec!["hostssl all all 127.0.0.1/32 cert".into()],
+        hba: vec!["hostssl all all 127.0.0.0/8 cert".into()],
         settings: vec![
             "ssl = on".into(),
             setting("ssl_cert_file", "server.crt"),
             setting("ssl_key_file", "server.key"),
             setting("ssl_ca_file", "ca.crt"),
         ],
+        // 127.0.0.2 is not in the server certificate: it tells verify-ca from verify-full.
+        listen: Some("'127.0.0.1,127.0.0.2'".into()),
     });
     server.psql("postgres", "CREATE ROLE caracal LOGIN");
     let database = server.create_database(Some("caracal"));
@@ -249,6 +251,17 @@ fn certificate_auth_accepts_the_client_certificate_and_refuses_a_client_without_
     // pg_hba.conf admits TCP only as `hostssl ... cert`: that connection was TLS with our
     // client certificate.
 
+    // verify-full compares the host with the certificate; verify-ca checks the chain only.
+    let other_name = env.with("DB_HOST", "127.0.0.2");
+    let mismatch = other_name.cli(&["agent", "list"]);
+    let line = mismatch.user_error();
+    assert!(line.contains("not valid for name"), "{line}");
+    let chain_only = other_name.with("CARACAL_POSTGRESQL__SSL__MODE", "verify-ca");
+    assert!(chain_only.cli(&["agent", "list"]).ok().contains("over-tls"));
+    let env = chain_only
+        .with("DB_HOST", "127.0.0.1")
+        .with("CARACAL_POSTGRESQL__SSL__MODE", "verify-full");
+
     // A server certificate from another CA fails verification.
     let other = crate::harness::TempDir::new();
     make_certificates(other.path(), "caracal");
@@ -265,7 +278,7 @@ fn certificate_auth_accepts_the_client_certificate_and_refuses_a_client_without_
 fn a_password_with_slash_plus_and_equals_works_from_db_password() {
     let server = PgServer::start_with(PgOptions {
         hba: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
-        settings: vec![],
+        ..PgOptions::default()
     });
     let random = Command::new("openssl")
         .args(["rand", "-base64", "32"])
@@ -368,4 +381,26 @@ fn serve_runs_admin_and_gateway_on_postgres_and_names_what_is_not_there_yet() {
         "{}",
         all.stderr
     );
+}
+
+#[test]
+fn db_commands_on_the_embedded_store_report_its_self_applied_migrations() {
+    let env = Env::new();
+    let up = env.cli(&["db", "migrate", "up"]);
+    assert!(
+        up.ok()
+            .contains("applies its migrations whenever it is opened"),
+        "{}",
+        up.stdout
+    );
+    let init = env.cli(&["db", "init", "--output", "json"]).json();
+    assert_eq!(init["backend"], "embedded");
+    let status = env.cli(&["db", "status", "--output", "json"]).json();
+    let states: Vec<&str> = status["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["applied", "applied"]);
 }

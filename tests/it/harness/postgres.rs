@@ -121,12 +121,15 @@ pub struct PgOptions {
     pub hba: Vec<String>,
     /// Lines appended to `postgresql.conf` (`ssl = on`, ...).
     pub settings: Vec<String>,
+    /// `listen_addresses` (default `127.0.0.1`).
+    pub listen: Option<String>,
 }
 
 /// A running PostgreSQL server; stopped (immediately) on drop.
 pub struct PgServer {
     dir: TempDir,
     pub port: u16,
+    listen: String,
 }
 
 impl PgServer {
@@ -162,7 +165,12 @@ impl PgServer {
                 .unwrap_or_else(|e| panic!("pg_hba.conf: {e}"));
         }
         give_to_server_user(dir.path());
-        let mut server = PgServer { dir, port: 0 };
+        let listen = options.listen.unwrap_or_else(|| "127.0.0.1".into());
+        let mut server = PgServer {
+            dir,
+            port: 0,
+            listen,
+        };
         for attempt in 1..=START_ATTEMPTS {
             server.port = free_port();
             if server.pg_ctl_start() {
@@ -198,9 +206,10 @@ impl PgServer {
             .arg(self.dir.path().join("postgres.log"))
             .arg("-o")
             .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                "-p {} -k {} -c listen_addresses={}",
                 self.port,
-                self.dir.path().display()
+                self.dir.path().display(),
+                self.listen
             ))
             .args(["-w", "-t", "60", "start"])
             .stdin(Stdio::null())
