@@ -54,29 +54,48 @@ async fn must_get(tx: &Transaction<'_>, id: AgentId) -> Result<Agent, StoreError
     })
 }
 
-/// The agent and its ancestors, nearest first, bounded by `HIERARCHY_DEPTH_MAX`.
+/// The agent and its ancestors, nearest first, bounded by `HIERARCHY_DEPTH_MAX`: one
+/// recursive query (a cache miss on the gateway's path costs one round trip, not one per level).
 pub(super) async fn chain(
     tx: &Transaction<'_>,
     id: AgentId,
 ) -> Result<Option<Vec<Agent>>, StoreError> {
-    let mut members = Vec::new();
-    let mut next = Some(id);
-    while let Some(current) = next {
-        if members.len() >= HIERARCHY_DEPTH_MAX {
-            return Err(StoreError::Corrupt(format!(
-                "agent {id}: hierarchy too deep or cyclic"
-            )));
-        }
-        let Some(agent) = get(tx, current).await? else {
-            if members.is_empty() {
-                return Ok(None);
-            }
-            return Err(StoreError::Corrupt(format!(
-                "agent {current} missing from a chain"
-            )));
-        };
-        next = agent.parent_id;
-        members.push(agent);
+    let depth_max = i32::try_from(HIERARCHY_DEPTH_MAX).unwrap_or(i32::MAX);
+    let rows = tx
+        .query_typed(
+            &format!(
+                "WITH RECURSIVE chain AS (
+                    SELECT {AGENT_COLUMNS}, 1 AS depth FROM agents WHERE id = $1
+                    UNION ALL
+                    SELECT {columns}, c.depth + 1 FROM agents a JOIN chain c ON a.id = c.parent_id
+                    WHERE c.depth <= $2)
+                 SELECT {AGENT_COLUMNS} FROM chain ORDER BY depth",
+                columns = AGENT_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("a.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            &[(&id.0, Type::UUID), (&depth_max, Type::INT4)],
+        )
+        .await
+        .map_err(map_err)?;
+    let members = rows
+        .iter()
+        .map(agent_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(last) = members.last() else {
+        return Ok(None);
+    };
+    if members.len() > HIERARCHY_DEPTH_MAX {
+        return Err(StoreError::Corrupt(format!(
+            "agent {id}: hierarchy too deep or cyclic"
+        )));
+    }
+    if let Some(missing) = last.parent_id {
+        return Err(StoreError::Corrupt(format!(
+            "agent {missing} missing from a chain"
+        )));
     }
     Ok(Some(members))
 }

@@ -339,10 +339,23 @@ pub(super) async fn load_chain(
     let Some(members) = chain(tx, agent_id).await? else {
         return Ok(None);
     };
-    let mut policies = Vec::new();
-    for member in &members {
-        policies.extend(list(tx, Some(member.id)).await?);
-    }
+    // Every member's live policies in one query, in chain order, each member's by creation.
+    let ids: Vec<uuid::Uuid> = members.iter().map(|m| m.id.0).collect();
+    let rows = tx
+        .query_typed(
+            &format!(
+                "SELECT {POLICY_COLUMNS} FROM policies
+                 WHERE NOT deleted AND agent_id = ANY($1)
+                 ORDER BY array_position($1, agent_id), created_at, id LIMIT $2"
+            ),
+            &[(&ids, Type::UUID_ARRAY), (&list_limit(), Type::INT8)],
+        )
+        .await
+        .map_err(map_err)?;
+    let policies = rows
+        .iter()
+        .map(policy_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     let chain = AgentChain::new(members).map_err(|e| corrupt("agent chain", e))?;
     Ok(Some(ChainPolicies { chain, policies }))
 }
