@@ -404,3 +404,53 @@ fn db_commands_on_the_embedded_store_report_its_self_applied_migrations() {
         .collect();
     assert_eq!(states, vec!["applied", "applied"]);
 }
+
+#[test]
+fn ledger_events_go_to_their_month_partition_and_event_ids_stay_unique() {
+    let server = PgServer::start();
+    let database = server.create_database(None);
+    env_for(&server, &database)
+        .cli(&["db", "migrate", "up"])
+        .ok();
+    // 2030-05-10T12:00:00Z in Unix microseconds.
+    let may_2030 = 1_904_990_400_000_000_i64;
+    let ensure = format!("SELECT caracal_ensure_ledger_partition({may_2030})");
+    assert_eq!(
+        server.psql(&database, &ensure).trim(),
+        "ledger_events_203005"
+    );
+    assert_eq!(
+        server.psql(&database, &ensure).trim(),
+        "ledger_events_203005"
+    );
+    let event = "0190f0e0-0000-7000-8000-000000000001";
+    let agent = "0190f0e0-0000-7000-8000-0000000000aa";
+    let first = server.psql(
+        &database,
+        &format!(
+            "INSERT INTO ledger_event_ids VALUES ('{event}', 0, 0, {may_2030})
+             ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        ),
+    );
+    assert_eq!(first.trim(), event);
+    let again = server.psql(
+        &database,
+        &format!(
+            "INSERT INTO ledger_event_ids VALUES ('{event}', 0, 1, {may_2030})
+             ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        ),
+    );
+    assert_eq!(again.trim(), "", "a duplicate event id was accepted");
+    server.psql(
+        &database,
+        &format!(
+            "INSERT INTO ledger_events VALUES (0, 0, '{event}', {may_2030}, '{event}', '{agent}',
+             NULL, '{agent}', ARRAY['{agent}']::uuid[], 'openai', 'gpt-4o', 'chat', 1, 0, 1, 1,
+             10, 10, 'USD', false, 'COMPLETED', 0, '\\x00')"
+        ),
+    );
+    let home = server.psql(&database, "SELECT tableoid::regclass FROM ledger_events");
+    assert_eq!(home.trim(), "ledger_events_203005");
+    let default_rows = server.psql(&database, "SELECT count(*) FROM ledger_events_default");
+    assert_eq!(default_rows.trim(), "0");
+}
