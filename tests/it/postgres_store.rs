@@ -412,7 +412,7 @@ fn ledger_events_go_to_their_month_partition_and_event_ids_stay_unique() {
     env_for(&server, &database)
         .cli(&["db", "migrate", "up"])
         .ok();
-    // 2030-05-10T12:00:00Z in Unix microseconds.
+    // 2030-05-14T12:00:00Z in Unix microseconds.
     let may_2030 = 1_904_990_400_000_000_i64;
     let ensure = format!("SELECT caracal_ensure_ledger_partition({may_2030})");
     assert_eq!(
