@@ -17,14 +17,23 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v gcc >/dev/null || missing+=(gcc)
 command -v curl >/dev/null || missing+=(curl)
+# Real PostgreSQL (initdb/pg_ctl/psql) and PgBouncer for the store tests (tests/it/harness).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
-if [ "$(id -u)" -eq 0 ]; then command -v runuser >/dev/null || missing+=(util-linux); fi
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+command -v setpriv >/dev/null || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   command -v apt-get >/dev/null || die "need ${missing[*]} but apt-get is not available"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${missing[@]}"
+fi
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+  || die "PostgreSQL server binaries are missing from /usr/lib/postgresql/*/bin after installing postgresql"
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || die "pgbouncer is missing after installing it"
+if [ "$(id -u)" -eq 0 ]; then
+  # initdb and pgbouncer refuse to run as root: the harness runs them as the postgres user.
+  id postgres >/dev/null 2>&1 || die "running as root, but there is no postgres user to run the test servers"
 fi
 
 # --- Python clients (the judges we did not write) --------------------------------------------

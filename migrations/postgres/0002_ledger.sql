@@ -1,21 +1,40 @@
--- Postgres schema of the ledger (mirrors migrations/sqlite/0002_ledger.sql). The ledger,
--- its sealed Merkle batches, the signing keys, the consumers' leases and offsets,
--- the audit log and the DLQ replay record. Times are Unix microseconds (UTC).
+-- The ledger, its sealed Merkle batches, the signing keys, the consumers' leases and offsets,
+-- the audit log and the DLQ replay record: the tables of migrations/sqlite/0002_ledger.sql.
+-- Times are BIGINT Unix microseconds (UTC); ids are UUID.
+
+-- One row per ledger event, keyed exactly: `event_id` is unique (sinks are idempotent on it)
+-- and so is (partition, seq) (contiguous numbering per partition). A partitioned table's
+-- unique constraints must contain its partition key, so ledger_events cannot enforce either on
+-- its own; this small table does, and says where each event's row lives. The writer inserts
+-- here first (ON CONFLICT (event_id) DO NOTHING RETURNING event_id tells it which events are
+-- new) and then the rows, in the same transaction.
+CREATE TABLE ledger_event_ids (
+    event_id    UUID PRIMARY KEY,
+    "partition" INTEGER NOT NULL,
+    seq         BIGINT NOT NULL CHECK (seq >= 0),
+    occurred_at BIGINT NOT NULL,
+    UNIQUE ("partition", seq)
+);
 
 -- One row per metering event, numbered contiguously per partition of caracal.metering.events.
 -- `datum` is the Avro binary datum as published: the Merkle leaf's bytes. The other columns
 -- are decoded from it for queries; verification checks that they still agree with it.
+-- Partitioned by month of `occurred_at` (UTC): one partition per calendar month, named
+-- ledger_events_YYYYMM, created by caracal_ensure_ledger_partition() (the writer calls it for
+-- the months of a batch before inserting it; this migration creates the months around now).
+-- The DEFAULT partition is a safety net that stays empty while the writer does its job: a
+-- month's partition cannot be created while the default partition holds rows of that month.
 CREATE TABLE ledger_events (
-    "partition"         INT NOT NULL,
+    "partition"         INTEGER NOT NULL,
     seq                 BIGINT NOT NULL CHECK (seq >= 0),
-    event_id            TEXT NOT NULL,
+    event_id            UUID NOT NULL,
     occurred_at         BIGINT NOT NULL,
-    request_id          TEXT NOT NULL,
-    agent_id            TEXT NOT NULL,
-    parent_id           TEXT,
-    root_agent_id       TEXT NOT NULL,
-    -- ",<id>,<id>," nearest first, so `LIKE '%,<id>,%'` finds a descendant's events.
-    ancestor_ids        TEXT NOT NULL,
+    request_id          UUID NOT NULL,
+    agent_id            UUID NOT NULL,
+    parent_id           UUID,
+    root_agent_id       UUID NOT NULL,
+    -- Nearest first; the last is the root.
+    ancestor_ids        UUID[] NOT NULL,
     provider            TEXT NOT NULL,
     resource            TEXT NOT NULL,
     operation           TEXT NOT NULL,
@@ -30,29 +49,47 @@ CREATE TABLE ledger_events (
     outcome             TEXT NOT NULL,
     source_offset       BIGINT NOT NULL,
     datum               BYTEA NOT NULL,
-    -- A partitioned table's keys must include its partition key; (partition, seq) and
-    -- event_id are unique through ledger_event_ids below.
     PRIMARY KEY ("partition", seq, occurred_at)
 ) PARTITION BY RANGE (occurred_at);
--- Monthly partitions (ledger_events_YYYY_MM) are attached by the Postgres ledger writer;
--- rows outside them land in the default partition.
+-- `ledger query` (an agent's or a tree's events over a time range) and summaries.
+CREATE INDEX ledger_events_agent_time ON ledger_events (agent_id, occurred_at);
+CREATE INDEX ledger_events_root_time ON ledger_events (root_agent_id, occurred_at);
+
 CREATE TABLE ledger_events_default PARTITION OF ledger_events DEFAULT;
 
--- Every ledger row's identity: idempotency on event_id, and one row per (partition, seq),
--- across all monthly partitions.
-CREATE TABLE ledger_event_ids (
-    event_id    TEXT PRIMARY KEY,
-    "partition" INT NOT NULL,
-    seq         BIGINT NOT NULL,
-    occurred_at BIGINT NOT NULL,
-    UNIQUE ("partition", seq)
-);
-CREATE INDEX ledger_events_time ON ledger_events (occurred_at);
-CREATE INDEX ledger_events_agent_time ON ledger_events (agent_id, occurred_at);
+-- Creates (if missing) the monthly partition holding `at_micros` and returns its name. Cheap
+-- when the partition exists (a catalog lookup, no lock); creation is serialised by a
+-- transaction-scoped advisory lock, so concurrent writers and PgBouncer are both fine.
+CREATE FUNCTION caracal_ensure_ledger_partition(at_micros BIGINT) RETURNS TEXT
+LANGUAGE plpgsql AS $$
+DECLARE
+    month_start TIMESTAMP := date_trunc('month', to_timestamp(at_micros / 1000000.0) AT TIME ZONE 'UTC');
+    name TEXT := 'ledger_events_' || to_char(month_start, 'YYYYMM');
+    lower_micros BIGINT := (extract(epoch FROM month_start) * 1000000)::BIGINT;
+    upper_micros BIGINT := (extract(epoch FROM month_start + INTERVAL '1 month') * 1000000)::BIGINT;
+BEGIN
+    IF to_regclass(quote_ident(name)) IS NOT NULL THEN
+        RETURN name;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('caracal.ledger_events.partitions'));
+    IF to_regclass(quote_ident(name)) IS NULL THEN
+        EXECUTE format(
+            'CREATE TABLE %I PARTITION OF ledger_events FOR VALUES FROM (%s) TO (%s)',
+            name, lower_micros, upper_micros);
+    END IF;
+    RETURN name;
+END;
+$$;
+
+-- Last month, this month and the next two, so a fresh install writes without creating any.
+SELECT caracal_ensure_ledger_partition(
+    (extract(epoch FROM date_trunc('month', now() AT TIME ZONE 'UTC') + m * INTERVAL '1 month')
+        * 1000000)::BIGINT)
+FROM generate_series(-1, 2) AS m;
 
 -- A sealed batch: rows first_seq..=last_seq of one partition under one signed root.
 CREATE TABLE merkle_batches (
-    "partition"  INT NOT NULL,
+    "partition"  INTEGER NOT NULL,
     batch_number BIGINT NOT NULL CHECK (batch_number >= 0),
     first_seq    BIGINT NOT NULL,
     last_seq     BIGINT NOT NULL,
@@ -64,8 +101,10 @@ CREATE TABLE merkle_batches (
     key_id       TEXT NOT NULL,
     signature    BYTEA NOT NULL,
     sealed_at    BIGINT NOT NULL,
-    PRIMARY KEY ("partition", batch_number)
+    PRIMARY KEY ("partition", batch_number),
+    UNIQUE ("partition", first_seq)
 );
+-- `merkle verify-range`: batches whose time range meets [start, end).
 CREATE INDEX merkle_batches_time ON merkle_batches (last_time, first_time);
 
 -- Public keys by id, kept forever so batches signed before a rotation still verify.
@@ -81,7 +120,7 @@ CREATE TABLE signing_keys (
 CREATE TABLE consumer_leases (
     consumer    TEXT NOT NULL,
     topic       TEXT NOT NULL,
-    "partition" INT NOT NULL,
+    "partition" INTEGER NOT NULL,
     owner       TEXT,
     epoch       BIGINT NOT NULL,
     expires_at  BIGINT NOT NULL,
@@ -97,11 +136,13 @@ CREATE TABLE consumer_members (
     PRIMARY KEY (consumer, owner)
 );
 
--- Every event of every topic, once (idempotent on the message's place in the log).
+-- Every event of every topic, once (idempotent on the message's place in the log and on its
+-- event id). Exports read it by id: writers must make ids visible in increasing order (one
+-- writer per partition lease, or the outbox's advisory-lock discipline).
 CREATE TABLE audit_log (
     id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     topic         TEXT NOT NULL,
-    "partition"   INT NOT NULL,
+    "partition"   INTEGER NOT NULL,
     "offset"      BIGINT NOT NULL,
     event_id      TEXT,
     event_type    TEXT NOT NULL,
@@ -123,7 +164,7 @@ CREATE TABLE audit_exports (
 
 -- DLQ entries already re-published to their source topic.
 CREATE TABLE dlq_replays (
-    "partition"  INT NOT NULL,
+    "partition"  INTEGER NOT NULL,
     "offset"     BIGINT NOT NULL,
     replayed_at  BIGINT NOT NULL,
     PRIMARY KEY ("partition", "offset")

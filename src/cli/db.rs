@@ -1,15 +1,15 @@
-//! `caracal db init|migrate up|status`: the system of record's schema. On Postgres: create the
-//! database, apply the numbered migrations (locked, checksummed), show their state. The
-//! embedded SQLite store migrates itself when opened; these commands open it and say so.
+//! `caracal db init | migrate up | status`: the schema of the configured store. Postgres gets
+//! its numbered migrations (see `store/postgres/migrate.rs`); the embedded SQLite store
+//! migrates itself on open, so there the commands open it and say so.
 
-use anyhow::bail;
 use argh::FromArgs;
 
 use super::output::{print_json, print_table, Output};
+use super::time::show;
 use crate::config::Config;
-use crate::store::postgres::{self, migrate};
+use crate::roles::db::{self, MigrateReport, Target};
 
-/// manage the database schema
+/// create and migrate the database schema
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "db")]
 pub struct DbCmd {
@@ -25,21 +25,39 @@ enum Sub {
     Status(Status),
 }
 
-/// create the database if missing, then apply every migration
+/// create the database if missing, then apply every pending migration
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "init")]
-struct Init {}
+struct Init {
+    /// table or json
+    #[argh(option, default = "Output::Table")]
+    output: Output,
+}
 
-/// apply migrations: `caracal db migrate up`
+/// apply migrations
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "migrate")]
 struct Migrate {
-    /// up: apply every pending migration (idempotent)
-    #[argh(positional)]
-    direction: String,
+    #[argh(subcommand)]
+    cmd: MigrateSub,
 }
 
-/// show each migration: applied, pending, or changed since it was applied
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum MigrateSub {
+    Up(Up),
+}
+
+/// apply every pending migration (idempotent; concurrent runs are serialised)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "up")]
+struct Up {
+    /// table or json
+    #[argh(option, default = "Output::Table")]
+    output: Output,
+}
+
+/// list migrations: applied or pending, and whether applied files are unchanged
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "status")]
 struct Status {
@@ -49,82 +67,67 @@ struct Status {
 }
 
 pub async fn run(cmd: DbCmd, config: &Config) -> anyhow::Result<()> {
-    if !config.postgresql.is_configured() {
-        return embedded(cmd, config).await;
-    }
-    let target = postgres::pg_config(&config.postgresql, None)?;
     match cmd.cmd {
-        Sub::Init(Init {}) => {
-            let database = target.get_dbname().unwrap_or("caracal").to_owned();
-            let maintenance = postgres::pg_config(&config.postgresql, Some("postgres"))?;
-            let admin = postgres::connect(&maintenance).await?;
-            if migrate::create_database(&admin, &database).await? {
-                println!("created database {database}");
-            } else {
-                println!("database {database} exists");
-            }
-            apply(&target).await
-        }
-        Sub::Migrate(m) => {
-            if m.direction != "up" {
-                bail!("unknown direction {:?}: only `caracal db migrate up` exists (migrations are forward-only)", m.direction);
-            }
-            apply(&target).await
-        }
-        Sub::Status(s) => {
-            let client = postgres::connect(&target).await?;
-            let states = migrate::status(&client).await?;
-            match s.output {
-                Output::Json => print_json(&states)?,
-                Output::Table => {
-                    let rows: Vec<Vec<String>> = states
-                        .iter()
-                        .map(|m| {
-                            vec![
-                                m.version.to_string(),
-                                m.name.clone(),
-                                m.state.to_owned(),
-                                m.checksum[..16].to_owned(),
-                            ]
-                        })
-                        .collect();
-                    print_table(&["VERSION", "FILE", "STATE", "CHECKSUM"], &rows);
-                }
-            }
-            if let Some(changed) = states.iter().find(|m| m.state == "changed") {
-                bail!(
-                    "migration {} was changed after it was applied",
-                    changed.name
-                );
-            }
-            Ok(())
-        }
+        Sub::Init(c) => print_migrate(c.output, &db::init(config).await?),
+        Sub::Migrate(Migrate {
+            cmd: MigrateSub::Up(c),
+        }) => print_migrate(c.output, &db::migrate_up(config).await?),
+        Sub::Status(c) => status(c.output, config).await,
     }
 }
 
-async fn apply(target: &tokio_postgres::Config) -> anyhow::Result<()> {
-    let mut client = postgres::connect(target).await?;
-    let applied = migrate::up(&mut client).await?;
-    if applied.is_empty() {
-        println!("{}: schema up to date", postgres::describe(target));
-    } else {
-        for name in &applied {
-            println!("{}: applied {name}", postgres::describe(target));
+fn print_migrate(output: Output, report: &MigrateReport) -> anyhow::Result<()> {
+    if output == Output::Json {
+        return print_json(report);
+    }
+    if report.database_created {
+        println!("{}: created the database", report.target);
+    }
+    match (&report.target, report.applied.is_empty()) {
+        (Target::Embedded { .. }, _) => println!(
+            "{}: up to date (the embedded store applies its migrations whenever it is opened)",
+            report.target
+        ),
+        (_, true) => println!("{}: up to date", report.target),
+        (_, false) => {
+            for file in &report.applied {
+                println!("{}: applied {file}", report.target);
+            }
         }
     }
     Ok(())
 }
 
-async fn embedded(cmd: DbCmd, config: &Config) -> anyhow::Result<()> {
-    if let Sub::Migrate(m) = &cmd.cmd {
-        if m.direction != "up" {
-            bail!("unknown direction {:?}: only `caracal db migrate up` exists (migrations are forward-only)", m.direction);
-        }
+async fn status(output: Output, config: &Config) -> anyhow::Result<()> {
+    let report = db::status(config).await?;
+    if output == Output::Json {
+        print_json(&report)?;
+    } else {
+        println!("{}", report.target);
+        let rows: Vec<Vec<String>> = report
+            .migrations
+            .iter()
+            .map(|m| {
+                vec![
+                    m.version.to_string(),
+                    m.file.clone(),
+                    m.state.to_owned(),
+                    m.checksum.to_owned(),
+                    m.applied_at_micros.map_or_else(|| "-".into(), show),
+                ]
+            })
+            .collect();
+        print_table(
+            &["VERSION", "FILE", "STATE", "CHECKSUM", "APPLIED_AT"],
+            &rows,
+        );
     }
-    crate::roles::open_stores(config).await?;
-    println!(
-        "embedded store {}: schema up to date (SQLite migrates itself when opened; set postgresql.* for Postgres)",
-        config.data_dir.join(crate::store::sqlite::DB_FILE).display()
-    );
+    let mismatched = report.mismatched();
+    if !mismatched.is_empty() {
+        anyhow::bail!(
+            "migration {} changed after it was applied (checksum mismatch)",
+            mismatched.join(", ")
+        );
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod db;
 pub mod gateway;
 pub mod ledger;
 
@@ -20,6 +21,7 @@ use crate::spend::SpendCache;
 use crate::store::audit::AuditStore;
 use crate::store::leases::LeaseStore;
 use crate::store::ledger::LedgerStore;
+use crate::store::postgres::{PgStore, PoolLimits};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -123,14 +125,18 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     Ok(open_stores(config).await?.store)
 }
 
-/// Opens the configured system of record behind every store trait.
+/// Opens the configured system of record behind every store trait: Postgres when
+/// `postgresql` is configured (its schema must be current: `caracal db migrate up`), else the
+/// embedded SQLite file (which migrates itself on open).
 pub async fn open_stores(config: &Config) -> Result<Stores, ServeError> {
     if config.postgresql.is_configured() {
-        return Err(ServeError::Config(
-            "postgresql is configured, but this build has only the embedded store; \
-             unset postgresql.* / DB_* to use the embedded SQLite store"
-                .into(),
-        ));
+        let store = Arc::new(PgStore::open(&config.postgresql, pool_limits(config)).await?);
+        return Ok(Stores {
+            store: Arc::clone(&store) as Arc<dyn Store>,
+            ledger: Arc::clone(&store) as Arc<dyn LedgerStore>,
+            leases: Arc::clone(&store) as Arc<dyn LeaseStore>,
+            audit: store,
+        });
     }
     let data_dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir))
@@ -143,6 +149,17 @@ pub async fn open_stores(config: &Config) -> Result<Stores, ServeError> {
         leases: Arc::clone(&store) as Arc<dyn LeaseStore>,
         audit: store,
     })
+}
+
+/// The Postgres pool's limits: `gateway.config.dbPoolSize` connections at most, and
+/// `dbPoolTimeout` seconds to wait for one. (`dbMaxOverflow` has no equivalent: the pool opens
+/// connections on demand up to its size and keeps them.)
+pub fn pool_limits(config: &Config) -> PoolLimits {
+    let tuning = &config.gateway.config;
+    PoolLimits {
+        connections_max: usize::try_from(tuning.db_pool_size).unwrap_or(usize::MAX),
+        wait_timeout: std::time::Duration::from_secs(tuning.db_pool_timeout),
+    }
 }
 
 /// Opens the event bus: the embedded log unless Kafka is configured.

@@ -1,5 +1,5 @@
 //! The system of record behind one trait: agents, API keys, versioned policies, the pricebook,
-//! and the admin outbox. `sqlite.rs` is the embedded implementation; Postgres implements the same
+//! and the admin outbox. `sqlite/` is the embedded implementation; `postgres/` implements the same
 //! trait. Stores validate nothing about business rules (that is `ops`), but every change they
 //! make writes its admin event into the outbox in the same transaction.
 

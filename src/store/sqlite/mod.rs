@@ -110,6 +110,27 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Every migration this binary knows, as `(version, name)`.
+    pub fn known_migrations() -> Vec<(i64, &'static str)> {
+        MIGRATIONS.iter().map(|(v, name, _)| (*v, *name)).collect()
+    }
+
+    /// The applied migrations, as `(version, name, applied_at_ms)` (`open` applies them all).
+    pub async fn applied_migrations(&self) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT version, name, applied_at_ms FROM schema_migrations ORDER BY version",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err)).collect()
+        })
+        .await
+    }
+
     /// Runs `f` in a write transaction on the blocking pool; commits on Ok.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where

@@ -51,6 +51,11 @@ impl TempDir {
     pub fn new() -> TempDir {
         TempDir(tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")))
     }
+    /// A temporary directory under `parent`.
+    pub fn new_in(parent: &Path) -> TempDir {
+        TempDir(tempfile::tempdir_in(parent).unwrap_or_else(|e| panic!("tempdir: {e}")))
+    }
+
     pub fn path(&self) -> &Path {
         self.0.path()
     }
@@ -163,6 +168,17 @@ impl Env {
         }
     }
 
+    /// Starts `caracal <args>` without waiting; stdout and stderr are piped.
+    pub fn cli_child(&self, args: &[&str]) -> Child {
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run caracal: {e}"))
+    }
+
     /// Starts `caracal serve <args>` on free ports and waits until `/ready` answers 200.
     pub fn serve(&self, args: &[&str]) -> Server {
         let admin_port = free_port();
@@ -192,6 +208,20 @@ impl Env {
         };
         server.wait_ready();
         server
+    }
+}
+
+impl CliRun {
+    /// Waits for a child started by [`Env::cli_child`].
+    pub fn wait(child: Child) -> CliRun {
+        let output = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for caracal: {e}"));
+        CliRun {
+            status: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
 }
 
