@@ -49,8 +49,11 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a handler knows about the connection a request came on.
 pub struct Conn {
     pub peer: SocketAddr,
-    /// The client's certificate chain, verified by the TLS acceptor (mTLS), if it sent one.
+    /// The client's certificate chain, if it sent one. The handshake proved the client holds
+    /// its key; whether the chain is trusted is the role's check (`client_chain_trusted`).
     pub peer_certificates: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
+    /// The role's verdict on `peer_certificates`, computed once per connection, not per request.
+    pub client_chain_trusted: std::sync::OnceLock<bool>,
 }
 
 /// Serves `handler` on `listener` (over TLS when `tls` is given) until shutdown, then lets
@@ -90,6 +93,7 @@ pub async fn serve<H, F, B>(
                     let conn = Arc::new(Conn {
                         peer,
                         peer_certificates: None,
+                        client_chain_trusted: std::sync::OnceLock::new(),
                     });
                     serve_connection(TokioIo::new(stream), conn, handler, conn_shutdown).await;
                 }
@@ -108,6 +112,7 @@ pub async fn serve<H, F, B>(
                     let conn = Arc::new(Conn {
                         peer,
                         peer_certificates,
+                        client_chain_trusted: std::sync::OnceLock::new(),
                     });
                     serve_connection(TokioIo::new(tls_stream), conn, handler, conn_shutdown).await;
                 }

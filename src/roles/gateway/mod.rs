@@ -295,7 +295,11 @@ async fn handle(
         .map_or_else(|| "none".to_owned(), |(r, _)| r.prefix.clone());
     let identity = match (conn.peer_certificates.as_deref(), &state.client_trust) {
         (None, _) | (Some([]), _) => identity::ClientIdentity::Absent,
-        (Some(chain), Some(trust)) if tls::client_trusted(trust.as_ref(), chain) => {
+        (Some(chain), Some(trust))
+            if *conn
+                .client_chain_trusted
+                .get_or_init(|| tls::client_trusted(trust.as_ref(), chain)) =>
+        {
             identity::agent_of(chain).map_or(
                 identity::ClientIdentity::Unnamed,
                 identity::ClientIdentity::Named,
