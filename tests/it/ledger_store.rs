@@ -8,7 +8,6 @@ use caracal::core::agent::AgentId;
 use caracal::core::checkpoint::BatchHeader;
 use caracal::store::leases::{Fence, LeaseRequest, LeaseStore};
 use caracal::store::ledger::{LedgerColumns, LedgerEntry, LedgerQuery, LedgerStore, SealedBatch};
-use caracal::store::sqlite::SqliteStore;
 use caracal::store::StoreError;
 
 use crate::harness::events::metering;
@@ -272,30 +271,51 @@ pub async fn appends_are_idempotent_and_batches_must_follow_each_other(s: &Store
     assert_eq!(row.datum, first[1].datum);
 }
 
-fn sqlite() -> (tempfile::TempDir, Stores) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    let stores = Stores {
-        leases: store.clone(),
-        ledger: store,
+macro_rules! every_case {
+    ($backend:ident, $make:path) => {
+        mod $backend {
+            use super::*;
+
+            async fn run<F, Fut>(case: F)
+            where
+                F: FnOnce(Stores) -> Fut,
+                Fut: std::future::Future<Output = ()>,
+            {
+                let fixture = $make().await;
+                let stores = Stores {
+                    leases: Arc::clone(&fixture.store.leases),
+                    ledger: Arc::clone(&fixture.store.ledger),
+                };
+                case(stores).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn replicas_split_partitions_and_a_lost_lease_writes_nothing() {
+                run(|s| async move {
+                    super::replicas_split_partitions_and_a_lost_lease_writes_nothing(&s).await
+                })
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_expired_replica_is_taken_over_and_fenced() {
+                run(
+                    |s| async move { super::an_expired_replica_is_taken_over_and_fenced(&s).await },
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn appends_are_idempotent_and_batches_must_follow_each_other() {
+                run(|s| async move {
+                    super::appends_are_idempotent_and_batches_must_follow_each_other(&s).await
+                })
+                .await;
+            }
+        }
     };
-    (dir, stores)
 }
 
-#[tokio::test]
-async fn sqlite_replicas_split_partitions_and_a_lost_lease_writes_nothing() {
-    let (_dir, s) = sqlite();
-    replicas_split_partitions_and_a_lost_lease_writes_nothing(&s).await;
-}
-
-#[tokio::test]
-async fn sqlite_an_expired_replica_is_taken_over_and_fenced() {
-    let (_dir, s) = sqlite();
-    an_expired_replica_is_taken_over_and_fenced(&s).await;
-}
-
-#[tokio::test]
-async fn sqlite_appends_are_idempotent_and_batches_must_follow_each_other() {
-    let (_dir, s) = sqlite();
-    appends_are_idempotent_and_batches_must_follow_each_other(&s).await;
-}
+every_case!(sqlite, crate::harness::postgres::sqlite_fixture);
+every_case!(postgres, crate::harness::postgres::postgres_fixture);
+every_case!(pgbouncer, crate::harness::postgres::pgbouncer_fixture);

@@ -1,11 +1,20 @@
-//! `LedgerStore` on Postgres: NOT IMPLEMENTED YET. Every call fails with `Unavailable`, so the
-//! ledger role and the ledger/merkle commands refuse to run on Postgres instead of pretending.
-//! The tables are in `migrations/postgres/0002_ledger.sql`; replace this file with the real
-//! implementation (bulk inserts, `caracal_ensure_ledger_partition`, fenced commits).
+//! `LedgerStore` on Postgres: ledger rows numbered per partition (uniqueness kept by
+//! `ledger_event_ids`, rows written by binary COPY into the month-partitioned `ledger_events`),
+//! sealed batches, signing keys and the ledger query. Appends and seals check the consumer's
+//! fence first in their own transaction. Row conversion and SQL text live in `ledger_rows.rs`.
+
+use std::collections::HashSet;
 
 use async_trait::async_trait;
+use chrono::Datelike;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Transaction;
+use uuid::Uuid;
 
-use super::PgStore;
+use super::leases::check_fence;
+use super::ledger_rows::{query_batches, rows, Ids, BATCH_COLUMNS, COPY_TYPES, ROW_COLUMNS};
+use super::{col, map_err, PgStore, TxMode};
 use crate::store::leases::Fence;
 use crate::store::ledger::{
     AppendOutcome, CurrencyTotal, LedgerEntry, LedgerQuery, LedgerStore, PartitionHead,
@@ -13,113 +22,581 @@ use crate::store::ledger::{
 };
 use crate::store::StoreError;
 
-fn not_yet() -> StoreError {
-    StoreError::Unavailable(
-        "the ledger is not implemented on Postgres yet; use the embedded store for ledger roles"
-            .into(),
+async fn next_seq(tx: &Transaction<'_>, partition: i32) -> Result<i64, StoreError> {
+    let row = tx
+        .query_typed(
+            r#"SELECT max(seq) FROM ledger_event_ids WHERE "partition" = $1"#,
+            &[(&partition, Type::INT4)],
+        )
+        .await
+        .map_err(map_err)?;
+    let max: Option<i64> = col(&row[0], 0)?;
+    Ok(max.map_or(0, |m| m.saturating_add(1)))
+}
+
+async fn last_batch(
+    tx: &Transaction<'_>,
+    partition: i32,
+) -> Result<Option<SealedBatch>, StoreError> {
+    Ok(query_batches(
+        tx,
+        r#""partition" = $1 ORDER BY batch_number DESC LIMIT 1"#,
+        &[(&partition, Type::INT4)],
     )
+    .await?
+    .pop())
+}
+
+async fn head(tx: &Transaction<'_>, partition: i32) -> Result<PartitionHead, StoreError> {
+    Ok(PartitionHead {
+        partition,
+        next_seq: next_seq(tx, partition).await?,
+        last_batch: last_batch(tx, partition).await?,
+    })
+}
+
+/// Creates the monthly partitions of `ledger_events` the entries fall in (a catalog lookup
+/// when they exist).
+async fn ensure_months(tx: &Transaction<'_>, entries: &[&LedgerEntry]) -> Result<(), StoreError> {
+    let mut seen = HashSet::new();
+    let mut instants = Vec::new();
+    for entry in entries {
+        let at = entry.columns.occurred_at_micros;
+        let month = chrono::DateTime::from_timestamp_micros(at).map(|t| (t.year(), t.month()));
+        if seen.insert(month) {
+            instants.push(at);
+        }
+    }
+    tx.execute_typed(
+        "SELECT caracal_ensure_ledger_partition(at) FROM unnest($1::bigint[]) AS at",
+        &[(&instants, Type::INT8_ARRAY)],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+async fn append(
+    tx: &Transaction<'_>,
+    fence: &Fence,
+    entries: &[LedgerEntry],
+    next_offset: i64,
+) -> Result<AppendOutcome, StoreError> {
+    check_fence(tx, fence, Some(next_offset)).await?;
+    let ids = entries
+        .iter()
+        .map(|e| Ids::parse(&e.columns))
+        .collect::<Result<Vec<_>, _>>()?;
+    let candidates: Vec<Uuid> = ids.iter().map(|i| i.event).collect();
+    let present = tx
+        .query_typed(
+            "SELECT event_id FROM ledger_event_ids WHERE event_id = ANY($1)",
+            &[(&candidates, Type::UUID_ARRAY)],
+        )
+        .await
+        .map_err(map_err)?;
+    let mut seen = present
+        .iter()
+        .map(|r| col::<Uuid>(r, 0))
+        .collect::<Result<HashSet<_>, _>>()?;
+
+    let mut seq = next_seq(tx, fence.partition).await?;
+    let mut outcome = AppendOutcome {
+        seqs: Vec::with_capacity(entries.len()),
+        ..AppendOutcome::default()
+    };
+    let mut fresh = Vec::with_capacity(entries.len());
+    for (entry, ids) in entries.iter().zip(&ids) {
+        if seen.insert(ids.event) {
+            outcome.seqs.push(Some(seq));
+            fresh.push((seq, entry, ids));
+            seq = seq.saturating_add(1);
+        } else {
+            outcome.seqs.push(None);
+        }
+    }
+    outcome.inserted = fresh.len();
+    outcome.duplicates = entries.len() - fresh.len();
+    if fresh.is_empty() {
+        return Ok(outcome);
+    }
+
+    let event_ids: Vec<Uuid> = fresh.iter().map(|(_, _, i)| i.event).collect();
+    let seqs: Vec<i64> = fresh.iter().map(|(s, _, _)| *s).collect();
+    let times: Vec<i64> = fresh
+        .iter()
+        .map(|(_, e, _)| e.columns.occurred_at_micros)
+        .collect();
+    tx.execute_typed(
+        r#"INSERT INTO ledger_event_ids (event_id, "partition", seq, occurred_at)
+           SELECT e, $2, s, t FROM unnest($1::uuid[], $3::bigint[], $4::bigint[]) AS u(e, s, t)"#,
+        &[
+            (&event_ids, Type::UUID_ARRAY),
+            (&fence.partition, Type::INT4),
+            (&seqs, Type::INT8_ARRAY),
+            (&times, Type::INT8_ARRAY),
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+
+    let rows: Vec<&LedgerEntry> = fresh.iter().map(|(_, e, _)| *e).collect();
+    ensure_months(tx, &rows).await?;
+    let sink = tx
+        .copy_in(&format!(
+            "COPY ledger_events ({ROW_COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .map_err(map_err)?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+    let mut writer = std::pin::pin!(writer);
+    for (seq, entry, ids) in &fresh {
+        let c = &entry.columns;
+        let values: [&(dyn ToSql + Sync); 23] = [
+            &fence.partition,
+            seq,
+            &entry.source_offset,
+            &ids.event,
+            &c.occurred_at_micros,
+            &ids.request,
+            &ids.agent,
+            &ids.parent,
+            &ids.root,
+            &ids.ancestors,
+            &c.provider,
+            &c.resource,
+            &c.operation,
+            &c.input_tokens,
+            &c.cached_input_tokens,
+            &c.output_tokens,
+            &c.calls,
+            &c.cost_micros,
+            &c.reserved_micros,
+            &c.currency,
+            &c.estimated,
+            &c.outcome,
+            &entry.datum,
+        ];
+        writer.as_mut().write(&values).await.map_err(map_err)?;
+    }
+    let copied = writer.finish().await.map_err(map_err)?;
+    if copied != fresh.len() as u64 {
+        return Err(StoreError::Unavailable(format!(
+            "copied {copied} ledger rows, expected {}",
+            fresh.len()
+        )));
+    }
+    Ok(outcome)
+}
+
+async fn seal(
+    tx: &Transaction<'_>,
+    fence: Option<&Fence>,
+    batch: &SealedBatch,
+) -> Result<(), StoreError> {
+    if let Some(fence) = fence {
+        check_fence(tx, fence, None).await?;
+    }
+    let h = &batch.header;
+    let expected = head(tx, h.partition).await?;
+    let (number, first) = match &expected.last_batch {
+        Some(last) => (
+            last.header.batch_number.saturating_add(1),
+            last.header.last_seq.saturating_add(1),
+        ),
+        None => (0, 0),
+    };
+    if h.batch_number != number || h.first_seq != first {
+        return Err(StoreError::Conflict(format!(
+            "partition {} expects batch {number} from seq {first}, not batch {} from seq {}",
+            h.partition, h.batch_number, h.first_seq
+        )));
+    }
+    if h.last_seq >= expected.next_seq || h.last_seq < h.first_seq {
+        return Err(StoreError::Conflict(format!(
+            "batch {} of partition {} covers seq {}..={} but the ledger ends at {}",
+            h.batch_number, h.partition, h.first_seq, h.last_seq, expected.next_seq
+        )));
+    }
+    let (root, prev_root) = (h.root.to_vec(), h.prev_root.to_vec());
+    tx.execute_typed(
+        &format!(
+            "INSERT INTO merkle_batches ({BATCH_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ),
+        &[
+            (&h.partition, Type::INT4),
+            (&h.batch_number, Type::INT8),
+            (&h.first_seq, Type::INT8),
+            (&h.last_seq, Type::INT8),
+            (&h.count, Type::INT8),
+            (&root, Type::BYTEA),
+            (&prev_root, Type::BYTEA),
+            (&h.first_time_micros, Type::INT8),
+            (&h.last_time_micros, Type::INT8),
+            (&h.key_id, Type::TEXT),
+            (&batch.signature, Type::BYTEA),
+            (&batch.sealed_at_micros, Type::INT8),
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+async fn query(
+    tx: &Transaction<'_>,
+    q: &LedgerQuery,
+) -> Result<(Vec<StoredRow>, Vec<CurrencyTotal>), StoreError> {
+    let Ok(agent) = Uuid::parse_str(&q.agent_id) else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let filter = "(agent_id = $1 OR ($2 AND $1 = ANY(ancestor_ids)))
+                  AND occurred_at >= $3 AND occurred_at < $4";
+    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+    let found = rows(
+        tx,
+        &format!(r#"{filter} ORDER BY occurred_at, "partition", seq LIMIT $5"#),
+        &[
+            (&agent, Type::UUID),
+            (&q.include_children, Type::BOOL),
+            (&q.start_micros, Type::INT8),
+            (&q.end_micros, Type::INT8),
+            (&limit, Type::INT8),
+        ],
+    )
+    .await?;
+    let totals = tx
+        .query_typed(
+            &format!(
+                "SELECT currency, count(*), sum(cost_micros)::bigint FROM ledger_events
+                 WHERE {filter} GROUP BY currency ORDER BY currency"
+            ),
+            &[
+                (&agent, Type::UUID),
+                (&q.include_children, Type::BOOL),
+                (&q.start_micros, Type::INT8),
+                (&q.end_micros, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| {
+            Ok(CurrencyTotal {
+                currency: col(r, 0)?,
+                events: col(r, 1)?,
+                cost_micros: col(r, 2)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok((found, totals))
+}
+
+async fn event(tx: &Transaction<'_>, event_id: &str) -> Result<Option<StoredRow>, StoreError> {
+    let Ok(id) = Uuid::parse_str(event_id) else {
+        return Ok(None);
+    };
+    let place = tx
+        .query_typed_opt(
+            r#"SELECT "partition", seq, occurred_at FROM ledger_event_ids WHERE event_id = $1"#,
+            &[(&id, Type::UUID)],
+        )
+        .await
+        .map_err(map_err)?;
+    let Some(place) = place else {
+        return Ok(None);
+    };
+    let (partition, seq, at): (i32, i64, i64) = (col(&place, 0)?, col(&place, 1)?, col(&place, 2)?);
+    Ok(rows(
+        tx,
+        r#""partition" = $1 AND seq = $2 AND occurred_at = $3"#,
+        &[
+            (&partition, Type::INT4),
+            (&seq, Type::INT8),
+            (&at, Type::INT8),
+        ],
+    )
+    .await?
+    .pop())
+}
+
+async fn put_key(
+    tx: &Transaction<'_>,
+    key_id: &str,
+    public_key: &[u8],
+    at_micros: i64,
+) -> Result<(), StoreError> {
+    let key_id = key_id.to_owned();
+    let public_key = public_key.to_vec();
+    let inserted = tx
+        .execute_typed(
+            "INSERT INTO signing_keys (key_id, algorithm, public_key, created_at)
+             VALUES ($1, 'ECDSA_P256_SHA256', $2, $3) ON CONFLICT (key_id) DO NOTHING",
+            &[
+                (&key_id, Type::TEXT),
+                (&public_key, Type::BYTEA),
+                (&at_micros, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+    if inserted == 1 {
+        return Ok(());
+    }
+    let stored = tx
+        .query_typed(
+            "SELECT public_key FROM signing_keys WHERE key_id = $1",
+            &[(&key_id, Type::TEXT)],
+        )
+        .await
+        .map_err(map_err)?;
+    match stored.first().map(|r| col::<Vec<u8>>(r, 0)).transpose()? {
+        Some(stored) if stored == public_key => Ok(()),
+        _ => Err(StoreError::Conflict(format!(
+            "signing key {key_id} is already stored with a different public key"
+        ))),
+    }
 }
 
 #[async_trait]
 impl LedgerStore for PgStore {
     async fn append_ledger(
         &self,
-        _fence: &Fence,
-        _entries: Vec<LedgerEntry>,
-        _next_offset: i64,
+        fence: &Fence,
+        entries: Vec<LedgerEntry>,
+        next_offset: i64,
     ) -> Result<AppendOutcome, StoreError> {
-        Err(not_yet())
+        let fence = fence.clone();
+        self.transaction(TxMode::Write, move |tx| {
+            Box::pin(async move { append(tx, &fence, &entries, next_offset).await })
+        })
+        .await
     }
 
     async fn ledger_heads(&self) -> Result<Vec<PartitionHead>, StoreError> {
-        Err(not_yet())
+        self.read(|tx| {
+            Box::pin(async move {
+                // One index seek per partition (a skip scan), not a scan of every row.
+                let mut heads = Vec::new();
+                let mut after = i32::MIN;
+                loop {
+                    let next = tx
+                        .query_typed(
+                            r#"SELECT min("partition") FROM ledger_event_ids
+                               WHERE "partition" > $1"#,
+                            &[(&after, Type::INT4)],
+                        )
+                        .await
+                        .map_err(map_err)?;
+                    let Some(partition) = col::<Option<i32>>(&next[0], 0)? else {
+                        break;
+                    };
+                    heads.push(head(tx, partition).await?);
+                    after = partition;
+                }
+                Ok(heads)
+            })
+        })
+        .await
     }
 
-    async fn ledger_head(&self, _partition: i32) -> Result<PartitionHead, StoreError> {
-        Err(not_yet())
+    async fn ledger_head(&self, partition: i32) -> Result<PartitionHead, StoreError> {
+        self.read(move |tx| Box::pin(head(tx, partition))).await
     }
 
     async fn ledger_rows(
         &self,
-        _partition: i32,
-        _first: i64,
-        _last: i64,
+        partition: i32,
+        first: i64,
+        last: i64,
     ) -> Result<Vec<StoredRow>, StoreError> {
-        Err(not_yet())
+        self.read(move |tx| {
+            Box::pin(async move {
+                rows(
+                    tx,
+                    r#""partition" = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"#,
+                    &[
+                        (&partition, Type::INT4),
+                        (&first, Type::INT8),
+                        (&last, Type::INT8),
+                    ],
+                )
+                .await
+            })
+        })
+        .await
     }
 
     async fn ledger_datums(
         &self,
-        _partition: i32,
-        _first: i64,
-        _last: i64,
+        partition: i32,
+        first: i64,
+        last: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        Err(not_yet())
+        self.read(move |tx| {
+            Box::pin(async move {
+                let found = tx
+                    .query_typed(
+                        r#"SELECT seq, datum FROM ledger_events
+                           WHERE "partition" = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"#,
+                        &[
+                            (&partition, Type::INT4),
+                            (&first, Type::INT8),
+                            (&last, Type::INT8),
+                        ],
+                    )
+                    .await
+                    .map_err(map_err)?;
+                found.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
+            })
+        })
+        .await
     }
 
-    async fn count_batches_in_range(
-        &self,
-        _start_micros: i64,
-        _end_micros: i64,
-    ) -> Result<u64, StoreError> {
-        Err(not_yet())
-    }
-
-    async fn ledger_event(&self, _event_id: &str) -> Result<Option<StoredRow>, StoreError> {
-        Err(not_yet())
+    async fn ledger_event(&self, event_id: &str) -> Result<Option<StoredRow>, StoreError> {
+        let event_id = event_id.to_owned();
+        self.read(move |tx| Box::pin(async move { event(tx, &event_id).await }))
+            .await
     }
 
     async fn seal_batch(
         &self,
-        _fence: Option<&Fence>,
-        _batch: &SealedBatch,
+        fence: Option<&Fence>,
+        batch: &SealedBatch,
     ) -> Result<(), StoreError> {
-        Err(not_yet())
+        let (fence, batch) = (fence.cloned(), batch.clone());
+        self.transaction(TxMode::Write, move |tx| {
+            Box::pin(async move { seal(tx, fence.as_ref(), &batch).await })
+        })
+        .await
     }
 
     async fn merkle_batch(
         &self,
-        _partition: i32,
-        _batch_number: i64,
+        partition: i32,
+        batch_number: i64,
     ) -> Result<Option<SealedBatch>, StoreError> {
-        Err(not_yet())
+        self.read(move |tx| {
+            Box::pin(async move {
+                Ok(query_batches(
+                    tx,
+                    r#""partition" = $1 AND batch_number = $2"#,
+                    &[(&partition, Type::INT4), (&batch_number, Type::INT8)],
+                )
+                .await?
+                .pop())
+            })
+        })
+        .await
     }
 
     async fn batch_covering(
         &self,
-        _partition: i32,
-        _seq: i64,
+        partition: i32,
+        seq: i64,
     ) -> Result<Option<SealedBatch>, StoreError> {
-        Err(not_yet())
+        self.read(move |tx| {
+            Box::pin(async move {
+                Ok(query_batches(
+                    tx,
+                    r#""partition" = $1 AND first_seq <= $2 AND last_seq >= $2
+                       ORDER BY first_seq DESC LIMIT 1"#,
+                    &[(&partition, Type::INT4), (&seq, Type::INT8)],
+                )
+                .await?
+                .pop())
+            })
+        })
+        .await
     }
 
     async fn batches_in_range(
         &self,
-        _start_micros: i64,
-        _end_micros: i64,
-        _after: Option<(i32, i64)>,
-        _limit: usize,
+        start_micros: i64,
+        end_micros: i64,
+        after: Option<(i32, i64)>,
+        limit: usize,
     ) -> Result<Vec<SealedBatch>, StoreError> {
-        Err(not_yet())
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (after_partition, after_number) = after.unwrap_or((i32::MIN, i64::MIN));
+        self.read(move |tx| {
+            Box::pin(async move {
+                query_batches(
+                    tx,
+                    r#"last_time >= $1 AND first_time < $2
+                       AND ("partition", batch_number) > ($3, $4)
+                       ORDER BY "partition", batch_number LIMIT $5"#,
+                    &[
+                        (&start_micros, Type::INT8),
+                        (&end_micros, Type::INT8),
+                        (&after_partition, Type::INT4),
+                        (&after_number, Type::INT8),
+                        (&limit, Type::INT8),
+                    ],
+                )
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn count_batches_in_range(
+        &self,
+        start_micros: i64,
+        end_micros: i64,
+    ) -> Result<u64, StoreError> {
+        self.read(move |tx| {
+            Box::pin(async move {
+                let row = tx
+                    .query_typed(
+                        "SELECT count(*) FROM merkle_batches
+                         WHERE last_time >= $1 AND first_time < $2",
+                        &[(&start_micros, Type::INT8), (&end_micros, Type::INT8)],
+                    )
+                    .await
+                    .map_err(map_err)?;
+                Ok(u64::try_from(col::<i64>(&row[0], 0)?).unwrap_or(0))
+            })
+        })
+        .await
     }
 
     async fn put_signing_key(
         &self,
-        _key_id: &str,
-        _public_key: &[u8],
-        _at_micros: i64,
+        key_id: &str,
+        public_key: &[u8],
+        at_micros: i64,
     ) -> Result<(), StoreError> {
-        Err(not_yet())
+        let (key_id, public_key) = (key_id.to_owned(), public_key.to_vec());
+        self.transaction(TxMode::Write, move |tx| {
+            Box::pin(async move { put_key(tx, &key_id, &public_key, at_micros).await })
+        })
+        .await
     }
 
     async fn signing_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        Err(not_yet())
+        self.read(|tx| {
+            Box::pin(async move {
+                let found = tx
+                    .query_typed(
+                        "SELECT key_id, public_key FROM signing_keys ORDER BY created_at, key_id",
+                        &[],
+                    )
+                    .await
+                    .map_err(map_err)?;
+                found.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
+            })
+        })
+        .await
     }
 
     async fn query_ledger(
         &self,
-        _query: &LedgerQuery,
+        query: &LedgerQuery,
     ) -> Result<(Vec<StoredRow>, Vec<CurrencyTotal>), StoreError> {
-        Err(not_yet())
+        let query = query.clone();
+        self.read(move |tx| Box::pin(async move { self::query(tx, &query).await }))
+            .await
     }
 }

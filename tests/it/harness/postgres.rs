@@ -10,8 +10,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use caracal::config::PostgresConfig;
+use caracal::roles::Stores;
 use caracal::store::postgres::{migrate, PgStore, PoolLimits};
-use caracal::store::Store;
 
 use super::{free_port, wait_for, TempDir};
 
@@ -407,9 +407,10 @@ impl Drop for PgBouncer {
     }
 }
 
-/// A store on a fresh database, with whatever keeps it alive (dropped after the store).
+/// A store on a fresh database behind every store trait, with whatever keeps it alive
+/// (dropped after the store).
 pub struct StoreFixture {
-    pub store: Arc<dyn Store>,
+    pub store: Stores,
     pub bouncer: Option<PgBouncer>,
     pub server: Option<PgServer>,
     pub dir: Option<TempDir>,
@@ -421,7 +422,7 @@ pub async fn postgres_fixture() -> StoreFixture {
     let database = server.create_database(None);
     let store = migrated_store(&server.config(&database), 8).await;
     StoreFixture {
-        store: Arc::new(store),
+        store: stores(Arc::new(store)),
         bouncer: None,
         server: Some(server),
         dir: None,
@@ -436,7 +437,7 @@ pub async fn pgbouncer_fixture() -> StoreFixture {
     let bouncer = PgBouncer::start(&server, 2);
     let store = migrated_store(&bouncer.config(&database), 8).await;
     StoreFixture {
-        store: Arc::new(store),
+        store: stores(Arc::new(store)),
         bouncer: Some(bouncer),
         server: Some(server),
         dir: None,
@@ -453,9 +454,26 @@ pub async fn sqlite_fixture() -> StoreFixture {
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|e| panic!("open sqlite store: {e}"));
     StoreFixture {
-        store: Arc::new(store),
+        store: stores(Arc::new(store)),
         bouncer: None,
         server: None,
         dir: Some(dir),
+    }
+}
+
+/// One store behind every store trait, as `serve` wires it.
+fn stores<S>(store: Arc<S>) -> Stores
+where
+    S: caracal::store::Store
+        + caracal::store::ledger::LedgerStore
+        + caracal::store::leases::LeaseStore
+        + caracal::store::audit::AuditStore
+        + 'static,
+{
+    Stores {
+        store: Arc::clone(&store) as _,
+        ledger: Arc::clone(&store) as _,
+        leases: Arc::clone(&store) as _,
+        audit: store,
     }
 }

@@ -149,7 +149,7 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let fixture = $make().await;
-                    super::$case(fixture.store.as_ref()).await;
+                    super::$case(fixture.store.store.as_ref()).await;
                 }
             )+
         }
