@@ -312,50 +312,65 @@ fn a_corrupt_message_goes_to_the_dlq_and_the_ledger_moves_on() {
     assert!(verified.ok().contains("3 rows"));
 }
 
+/// Publishes `per_root` events for each root into `data_dir`'s log in rounds of 10 per root,
+/// paced so the load is steady across whatever the test does meanwhile; returns each root's
+/// total cost.
+pub fn steady_publisher(
+    data_dir: std::path::PathBuf,
+    roots: Vec<AgentId>,
+    per_root: usize,
+) -> std::thread::JoinHandle<HashMap<AgentId, i64>> {
+    std::thread::spawn(move || {
+        let log = Log::open(&data_dir);
+        let mut costs: HashMap<AgentId, i64> = HashMap::new();
+        for round in 0..per_root / 10 {
+            for root in &roots {
+                let events: Vec<_> = (0..10)
+                    .map(|i| metering(*root, *root, 100 + round as i64 * 10 + i))
+                    .collect();
+                *costs.entry(*root).or_default() +=
+                    events.iter().map(|e| e.cost_micros.0).sum::<i64>();
+                log.publish(&events);
+            }
+            // Pacing, not synchronisation: keep the load steady across a kill or a restart.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        costs
+    })
+}
+
+/// Waits until every event the publishers sent (`per_root` for each root of `costs`, the
+/// publishers' merged totals) is sealed, then checks that each root has exactly its events and
+/// cost in the ledger and that `verify-range` passes over all of them.
+pub fn assert_each_event_sealed_once(env: &Env, costs: HashMap<AgentId, i64>, per_root: usize) {
+    let expected = (costs.len() * per_root) as i64;
+    wait_sealed(env, expected);
+    for (root, cost) in &costs {
+        let id = root.to_string();
+        let q = query(env, &id, &[]);
+        assert_eq!(q["totals"][0]["events"], per_root as i64, "{id}");
+        assert_eq!(q["totals"][0]["total_micros"], *cost, "{id}");
+    }
+    let verified = verify_range(env);
+    assert!(
+        verified.ok().contains(&format!("{expected} rows")),
+        "{}",
+        verified.ok()
+    );
+}
+
 #[test]
 fn kill_9_mid_batch_under_load_loses_and_duplicates_nothing() {
     let env = ledger_env();
     let server = env.serve(&["--role", "ledger"]);
-    let data_dir = env.data_dir();
     let roots: Vec<AgentId> = (0..7).map(|_| AgentId::new()).collect();
-    let total_per_root = 300;
-    let publisher = {
-        let roots = roots.clone();
-        std::thread::spawn(move || {
-            let log = Log::open(&data_dir);
-            let mut costs: HashMap<AgentId, i64> = HashMap::new();
-            for round in 0..total_per_root / 10 {
-                for root in &roots {
-                    let events: Vec<_> = (0..10)
-                        .map(|i| metering(*root, *root, 100 + round as i64 * 10 + i))
-                        .collect();
-                    *costs.entry(*root).or_default() +=
-                        events.iter().map(|e| e.cost_micros.0).sum::<i64>();
-                    log.publish(&events);
-                }
-                // Pacing, not synchronisation: keep the load steady across the kill.
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            costs
-        })
-    };
+    let publisher = steady_publisher(env.data_dir(), roots, 300);
     wait_for("some rows sealed", Duration::from_secs(60), || {
         (sealed_rows(&env) >= 300).then_some(())
     });
     server.kill9();
     let _restarted = env.serve(&["--role", "ledger"]);
-    let costs = publisher.join().unwrap();
-    let expected = (roots.len() * total_per_root) as i64;
-    wait_sealed(&env, expected);
-
-    for root in &roots {
-        let id = root.to_string();
-        let q = query(&env, &id, &[]);
-        assert_eq!(q["totals"][0]["events"], total_per_root as i64, "{id}");
-        assert_eq!(q["totals"][0]["total_micros"], costs[root], "{id}");
-    }
-    let verified = verify_range(&env);
-    assert!(verified.ok().contains(&format!("{expected} rows")));
+    assert_each_event_sealed_once(&env, publisher.join().unwrap(), 300);
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod ledger_store;
 mod ledger_tamper;
 mod merkle_proof_python;
 mod mock_upstream;
+mod postgres_roles;
 mod postgres_store;
 mod sdk;
 mod serve_lifecycle;
