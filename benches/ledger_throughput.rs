@@ -3,7 +3,10 @@
 //! `verify-range` over everything. Prints events/s for both. Under `cargo test` (no
 //! `--bench`) it runs a small smoke size and checks the counts only.
 //!
-//! `cargo bench --bench ledger_throughput -- [EVENTS]` (default 200000).
+//! `cargo bench --bench ledger_throughput -- [EVENTS] [--postgres-port PORT]` (default 200000
+//! events, embedded SQLite store). With `--postgres-port` the ledger store is the Postgres at
+//! 127.0.0.1:PORT (user `postgres`, database `caracal_bench`, migrated here);
+//! `scripts/bench-ledger-postgres.sh` starts a throwaway server and runs it that way.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +15,7 @@ use anyhow::{bail, Context as _};
 use caracal::bus::avro::Framing;
 use caracal::bus::local::{LocalBus, LocalBusLimits};
 use caracal::bus::{event_message, EventBus};
+use caracal::config::PostgresConfig;
 use caracal::consume::{self, ConsumerConfig};
 use caracal::core::agent::AgentId;
 use caracal::core::checkpoint::SigningKey;
@@ -19,7 +23,9 @@ use caracal::core::events::{Event, MeteringEvent, Outcome, Source, UnixMicros};
 use caracal::core::money::{Currency, Micros};
 use caracal::http::Shutdown;
 use caracal::ledger::{verify, LedgerSettings, LedgerSink};
+use caracal::store::leases::LeaseStore;
 use caracal::store::ledger::LedgerStore;
+use caracal::store::postgres::{migrate, PgStore, PoolLimits};
 use caracal::store::sqlite::SqliteStore;
 use uuid::Uuid;
 
@@ -59,23 +65,61 @@ fn event(root: AgentId, n: i64, at: i64) -> MeteringEvent {
 
 fn main() -> anyhow::Result<()> {
     let bench = std::env::args().any(|a| a == "--bench");
-    let events: i64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(if bench { 200_000 } else { 3_000 });
+    let mut events = if bench { 200_000 } else { 3_000 };
+    let mut postgres_port = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--postgres-port" {
+            let port = args.next().context("--postgres-port needs a port")?;
+            postgres_port = Some(port.parse::<u16>().context("--postgres-port")?);
+        } else if let Ok(n) = arg.parse::<i64>() {
+            events = n;
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(events, bench))
+    runtime.block_on(run(events, bench, postgres_port))
 }
 
-async fn run(total: i64, bench: bool) -> anyhow::Result<()> {
+/// The store under test behind both traits the ledger consumer needs.
+async fn open_store(
+    dir: &std::path::Path,
+    postgres_port: Option<u16>,
+) -> anyhow::Result<(Arc<dyn LedgerStore>, Arc<dyn LeaseStore>)> {
+    let Some(port) = postgres_port else {
+        let store = Arc::new(SqliteStore::open(dir)?);
+        return Ok((store.clone(), store));
+    };
+    let config = PostgresConfig {
+        host: Some("127.0.0.1".into()),
+        port,
+        database: "caracal_bench".into(),
+        username: "postgres".into(),
+        ..PostgresConfig::default()
+    };
+    let mut client = migrate::connect(&config).await?;
+    migrate::up(&mut client).await?;
+    let limits = PoolLimits {
+        connections_max: 8,
+        wait_timeout: Duration::from_secs(30),
+    };
+    let store = Arc::new(PgStore::open(&config, limits).await?);
+    Ok((store.clone(), store))
+}
+
+async fn run(total: i64, bench: bool, postgres_port: Option<u16>) -> anyhow::Result<()> {
     // Full-size batches for numbers; small ones in the smoke run so it seals something.
     let batch: i64 = if bench { 1_000 } else { 50 };
     let dir = tempfile::tempdir()?;
     let bus = Arc::new(LocalBus::open(dir.path(), LocalBusLimits::default())?);
-    let store = Arc::new(SqliteStore::open(dir.path())?);
+    let (ledger, leases) = open_store(dir.path(), postgres_port).await?;
+    let backend = if postgres_port.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
 
     // The load: `total` events of 64 trees, already durable in the log (not timed).
     let roots: Vec<AgentId> = (0..64).map(|_| AgentId::new()).collect();
@@ -102,7 +146,6 @@ async fn run(total: i64, bench: bool) -> anyhow::Result<()> {
         reverify_every: Duration::from_secs(3_600),
         reverify_batches: 1,
     };
-    let ledger: Arc<dyn LedgerStore> = store.clone();
     let sink = Arc::new(LedgerSink::new(Arc::clone(&ledger), key, settings).await?);
     let (stop, shutdown) = Shutdown::new();
     let mut consumer = ConsumerConfig::new("ledger", vec!["caracal.metering.events".into()]);
@@ -110,7 +153,7 @@ async fn run(total: i64, bench: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let task = tokio::spawn(consume::run(
         consumer,
-        store.clone(),
+        leases,
         bus.clone() as Arc<dyn EventBus>,
         sink,
         shutdown,
@@ -147,13 +190,13 @@ async fn run(total: i64, bench: bool) -> anyhow::Result<()> {
     }
     let rate = |n: i64, d: Duration| n as f64 / d.as_secs_f64();
     println!(
-        "ledger ingest: {rows} events in {:.2} s = {:.0} events/s ({sealed} sealed in {} batches of {batch})",
+        "ledger ingest ({backend}): {rows} events in {:.2} s = {:.0} events/s ({sealed} sealed in {} batches of {batch})",
         ingest.as_secs_f64(),
         rate(rows, ingest),
         summary.batches
     );
     println!(
-        "verify-range:  {} events in {:.2} s = {:.0} events/s",
+        "verify-range ({backend}):  {} events in {:.2} s = {:.0} events/s",
         summary.rows,
         verifying.as_secs_f64(),
         rate(i64::try_from(summary.rows)?, verifying)
