@@ -145,6 +145,7 @@ async fn run(total: i64, bench: bool, postgres_port: Option<u16>) -> anyhow::Res
         batch_timeout: Duration::from_secs(3_600),
         reverify_every: Duration::from_secs(3_600),
         reverify_batches: 1,
+        partitions_in_flight: 4,
     };
     let sink = Arc::new(LedgerSink::new(Arc::clone(&ledger), key, settings).await?);
     let (stop, shutdown) = Shutdown::new();

@@ -131,6 +131,10 @@ pub struct ConsumersConfig {
     /// Seconds a consumer replica's partition lease lasts unrenewed (default 10): a crashed
     /// replica's partitions move to another after at most this long.
     pub lease_ttl_seconds: u64,
+    /// How many owned partitions a consumer replica reads and commits at the same time
+    /// (default 4). More overlap the log, the store and the CPU; the embedded store still
+    /// commits one transaction at a time.
+    pub partitions_in_flight: u64,
 }
 
 impl Default for ConsumersConfig {
@@ -140,6 +144,7 @@ impl Default for ConsumersConfig {
             metrics_aggregator: MetricsAggregatorConfig::default(),
             audit_logger: AuditLoggerConfig::default(),
             lease_ttl_seconds: 10,
+            partitions_in_flight: 4,
         }
     }
 }

@@ -69,7 +69,7 @@ fn ports(c: &Config) -> Checked {
 fn limits(c: &Config) -> Checked {
     let t = &c.gateway.config;
     let m = &c.consumers.ledger_writer.merkle;
-    let limits: [(&str, u64); 16] = [
+    let limits: [(&str, u64); 17] = [
         ("gateway.bodyBytesMax", c.gateway.body_bytes_max as u64),
         (
             "gateway.replayProtection.windowSeconds",
@@ -109,6 +109,10 @@ fn limits(c: &Config) -> Checked {
             u64::from(m.reverify_batches),
         ),
         ("consumers.leaseTtlSeconds", c.consumers.lease_ttl_seconds),
+        (
+            "consumers.partitionsInFlight",
+            c.consumers.partitions_in_flight,
+        ),
         (
             "consumers.auditLogger.retentionDays",
             u64::from(c.consumers.audit_logger.retention_days),

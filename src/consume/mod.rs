@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 
 use crate::bus::{BusError, ConsumedMessage, EventBus};
 use crate::core::events::TOPIC_DLQ;
@@ -32,6 +33,8 @@ pub struct ConsumerConfig {
     pub renew_every: Duration,
     /// Most messages read (and committed) per partition per round.
     pub fetch_messages_max: usize,
+    /// Owned partitions read and committed at the same time (at least 1).
+    pub partitions_in_flight: usize,
     /// Pause when a round found nothing to do.
     pub idle_poll: Duration,
     /// Pause after a store or bus error before retrying.
@@ -47,6 +50,7 @@ impl ConsumerConfig {
             lease_ttl: Duration::from_secs(10),
             renew_every: Duration::from_secs(3),
             fetch_messages_max: 5_000,
+            partitions_in_flight: 4,
             idle_poll: Duration::from_millis(50),
             error_backoff: Duration::from_millis(500),
         }
@@ -102,6 +106,11 @@ pub trait Sink: Send + Sync + 'static {
     }
 }
 
+/// One partition's read and commit in a round, and its index among the owned partitions.
+type PartitionRound<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (usize, Result<bool, ConsumeError>)> + Send + 'a>,
+>;
+
 /// Runs a consumer until shutdown; releases its leases on the way out.
 pub async fn run<S: Sink>(
     config: ConsumerConfig,
@@ -132,34 +141,30 @@ pub async fn run<S: Sink>(
         }
         let mut progressed = false;
         let mut lost = false;
-        // Each partition's batch is applied while the next partition's is being read, so the
-        // log and the store work at the same time.
-        let mut next = match owned.first() {
-            Some(lease) => Some(fetch(&config, bus.as_ref(), lease).await),
-            None => None,
-        };
-        for i in 0..owned.len() {
-            let fetched = next.take();
-            let following = owned.get(i + 1).cloned();
-            let Some(lease) = owned.get_mut(i) else { break };
-            let apply = async {
-                match fetched {
-                    Some(Ok(batch)) => {
-                        apply(&config, bus.as_ref(), sink.as_ref(), lease, batch).await
-                    }
-                    Some(Err(e)) => Err(e),
-                    None => Ok(false),
-                }
-            };
-            let prefetch = async {
-                match &following {
-                    Some(lease) => Some(fetch(&config, bus.as_ref(), lease).await),
-                    None => None,
-                }
-            };
-            let (applied, prefetched) = tokio::join!(apply, prefetch);
-            next = prefetched;
-            match applied {
+        // Up to `partitions_in_flight` partitions are read and committed at once, so the log,
+        // the store and the sink's CPU work overlap.
+        let rounds: Vec<PartitionRound<'_>> = owned
+            .iter_mut()
+            .enumerate()
+            .map(|(i, lease)| -> PartitionRound<'_> {
+                let (config, bus, sink) = (&config, bus.as_ref(), sink.as_ref());
+                Box::pin(async move {
+                    let result = match fetch(config, bus, lease).await {
+                        Ok(batch) => apply(config, bus, sink, lease, batch).await,
+                        Err(e) => Err(e),
+                    };
+                    (i, result)
+                })
+            })
+            .collect();
+        let results: Vec<(usize, Result<bool, ConsumeError>)> = futures_util::stream::iter(rounds)
+            .buffer_unordered(config.partitions_in_flight.max(1))
+            .collect()
+            .await;
+        let mut failed = false;
+        for (i, result) in results {
+            let Some(lease) = owned.get(i) else { continue };
+            match result {
                 Ok(moved) => progressed |= moved,
                 Err(ConsumeError::Store(StoreError::Fenced(why))) => {
                     tracing::warn!(consumer = %config.name, %why, "lease lost; stopping that partition");
@@ -167,9 +172,12 @@ pub async fn run<S: Sink>(
                 }
                 Err(e) => {
                     tracing::warn!(consumer = %config.name, topic = %lease.fence.topic, partition = lease.fence.partition, error = %e, "consume failed; retrying");
-                    pause(config.error_backoff, &mut shutdown).await;
+                    failed = true;
                 }
             }
+        }
+        if failed {
+            pause(config.error_backoff, &mut shutdown).await;
         }
         if lost {
             renewed_at = None;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
 use crate::bus::avro;
@@ -38,6 +39,8 @@ pub struct LedgerSettings {
     pub reverify_every: Duration,
     /// How many of each owned partition's newest batches a re-verification covers.
     pub reverify_batches: i64,
+    /// Owned partitions sealed at the same time (at least 1).
+    pub partitions_in_flight: usize,
 }
 
 /// The ledger's consumer sink.
@@ -139,18 +142,23 @@ impl LedgerSink {
 
     /// Seals what is due on one owned partition: every full batch, and the open batch once it
     /// is older than the timeout.
-    async fn seal_due(&self, fence: &Fence, state: &mut SealState) -> Result<(), ConsumeError> {
+    /// `opened` is when the partition's open batch was first seen (`None`: no open batch).
+    async fn seal_due(
+        &self,
+        fence: &Fence,
+        opened: &mut Option<Instant>,
+    ) -> Result<(), ConsumeError> {
         let partition = fence.partition;
         let mut head = self.store.ledger_head(partition).await?;
         loop {
             let unsealed = head.unsealed();
             if unsealed == 0 {
-                state.opened.remove(&partition);
+                *opened = None;
                 return Ok(());
             }
-            let opened = *state.opened.entry(partition).or_insert_with(Instant::now);
+            let since = *opened.get_or_insert_with(Instant::now);
             let full = unsealed >= self.settings.batch_size_limit;
-            if !full && opened.elapsed() < self.settings.batch_timeout {
+            if !full && since.elapsed() < self.settings.batch_timeout {
                 return Ok(());
             }
             let count = unsealed.min(self.settings.batch_size_limit);
@@ -182,7 +190,7 @@ impl LedgerSink {
                 &self.keys,
             )
             .await?;
-            state.opened.insert(partition, Instant::now());
+            *opened = Some(Instant::now());
             head.last_batch = Some(sealed);
         }
     }
@@ -260,9 +268,30 @@ impl Sink for LedgerSink {
 
     async fn after_round(&self, leases: &[Lease]) -> Result<(), ConsumeError> {
         let mut state = self.state.lock().await;
-        for lease in leases {
-            self.seal_due(&lease.fence, &mut state).await?;
+        let mut opened: Vec<Option<Instant>> = leases
+            .iter()
+            .map(|l| state.opened.get(&l.fence.partition).copied())
+            .collect();
+        type Seal<'a> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), ConsumeError>> + Send + 'a>,
+        >;
+        let seals: Vec<Seal<'_>> = leases
+            .iter()
+            .zip(opened.iter_mut())
+            .map(|(lease, opened)| -> Seal<'_> { Box::pin(self.seal_due(&lease.fence, opened)) })
+            .collect();
+        let sealed: Vec<Result<(), ConsumeError>> = futures_util::stream::iter(seals)
+            .buffer_unordered(self.settings.partitions_in_flight.max(1))
+            .collect()
+            .await;
+        for (lease, opened) in leases.iter().zip(opened) {
+            let partition = lease.fence.partition;
+            match opened {
+                Some(at) => state.opened.insert(partition, at),
+                None => state.opened.remove(&partition),
+            };
         }
+        sealed.into_iter().collect::<Result<(), _>>()?;
         let due = state
             .reverified_at
             .is_none_or(|at| at.elapsed() >= self.settings.reverify_every);

@@ -26,6 +26,8 @@ pub fn consumer_config(config: &Config) -> ConsumerConfig {
     let mut consumer = ConsumerConfig::new(CONSUMER, audit::topics());
     consumer.lease_ttl = Duration::from_secs(config.consumers.lease_ttl_seconds);
     consumer.renew_every = consumer.lease_ttl / 3;
+    consumer.partitions_in_flight =
+        usize::try_from(config.consumers.partitions_in_flight).unwrap_or(usize::MAX);
     consumer
 }
 

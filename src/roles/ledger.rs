@@ -23,6 +23,8 @@ pub fn consumer_config(config: &Config) -> ConsumerConfig {
     let mut consumer = ConsumerConfig::new(CONSUMER, vec![TOPIC_METERING_EVENTS.to_owned()]);
     consumer.lease_ttl = Duration::from_secs(config.consumers.lease_ttl_seconds);
     consumer.renew_every = consumer.lease_ttl / 3;
+    consumer.partitions_in_flight =
+        usize::try_from(config.consumers.partitions_in_flight).unwrap_or(usize::MAX);
     consumer
 }
 
@@ -42,6 +44,7 @@ pub async fn prepare(
         batch_timeout: Duration::from_secs(merkle.batch_timeout_seconds),
         reverify_every: Duration::from_secs(merkle.reverify_interval_seconds),
         reverify_batches: i64::from(merkle.reverify_batches),
+        partitions_in_flight: consumer_config(config).partitions_in_flight,
     };
     let sink = Arc::new(LedgerSink::new(ledger, key, settings).await?);
     let consumer = consumer_config(config);

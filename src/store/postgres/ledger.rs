@@ -76,6 +76,36 @@ async fn ensure_months(tx: &Transaction<'_>, entries: &[&LedgerEntry]) -> Result
     Ok(())
 }
 
+/// Inserts the `ledger_event_ids` rows of `fresh` (event, seq, time), numbered from `first_seq`
+/// in order, skipping events already present; returns the events that were new. The unique
+/// index does the duplicate check, one probe per event.
+async fn insert_ids(
+    tx: &Transaction<'_>,
+    partition: i32,
+    first_seq: i64,
+    fresh: &[(Uuid, i64)],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let events: Vec<Uuid> = fresh.iter().map(|(e, _)| *e).collect();
+    let times: Vec<i64> = fresh.iter().map(|(_, t)| *t).collect();
+    let inserted = tx
+        .query_typed(
+            r#"INSERT INTO ledger_event_ids (event_id, "partition", seq, occurred_at)
+               SELECT e, $2, $3 + n - 1, t
+               FROM unnest($1::uuid[], $4::bigint[]) WITH ORDINALITY AS u(e, t, n)
+               ON CONFLICT (event_id) DO NOTHING
+               RETURNING event_id"#,
+            &[
+                (&events, Type::UUID_ARRAY),
+                (&partition, Type::INT4),
+                (&first_seq, Type::INT8),
+                (&times, Type::INT8_ARRAY),
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+    inserted.iter().map(|r| col::<Uuid>(r, 0)).collect()
+}
+
 async fn append(
     tx: &Transaction<'_>,
     fence: &Fence,
@@ -87,27 +117,43 @@ async fn append(
         .iter()
         .map(|e| Ids::parse(&e.columns))
         .collect::<Result<Vec<_>, _>>()?;
-    let candidates: Vec<Uuid> = ids.iter().map(|i| i.event).collect();
-    let present = tx
-        .query_typed(
-            "SELECT event_id FROM ledger_event_ids WHERE event_id = ANY($1)",
-            &[(&candidates, Type::UUID_ARRAY)],
+    let first_seq = next_seq(tx, fence.partition).await?;
+    // Events repeated inside the batch count once (the first).
+    let mut in_batch = HashSet::with_capacity(entries.len());
+    let mut candidates: Vec<(Uuid, i64)> = entries
+        .iter()
+        .zip(&ids)
+        .filter(|(_, i)| in_batch.insert(i.event))
+        .map(|(e, i)| (i.event, e.columns.occurred_at_micros))
+        .collect();
+    let mut new = insert_ids(tx, fence.partition, first_seq, &candidates).await?;
+    if new.len() != candidates.len() {
+        // Some were already in the ledger (a retried publish): number only the new ones, so
+        // sequences stay contiguous.
+        tx.execute_typed(
+            r#"DELETE FROM ledger_event_ids WHERE "partition" = $1 AND seq >= $2"#,
+            &[(&fence.partition, Type::INT4), (&first_seq, Type::INT8)],
         )
         .await
         .map_err(map_err)?;
-    let mut seen = present
-        .iter()
-        .map(|r| col::<Uuid>(r, 0))
-        .collect::<Result<HashSet<_>, _>>()?;
+        candidates.retain(|(e, _)| new.contains(e));
+        new = insert_ids(tx, fence.partition, first_seq, &candidates).await?;
+        if new.len() != candidates.len() {
+            return Err(StoreError::Conflict(format!(
+                "partition {}: ledger events appeared while appending",
+                fence.partition
+            )));
+        }
+    }
 
-    let mut seq = next_seq(tx, fence.partition).await?;
+    let mut seq = first_seq;
     let mut outcome = AppendOutcome {
         seqs: Vec::with_capacity(entries.len()),
         ..AppendOutcome::default()
     };
-    let mut fresh = Vec::with_capacity(entries.len());
+    let mut fresh = Vec::with_capacity(new.len());
     for (entry, ids) in entries.iter().zip(&ids) {
-        if seen.insert(ids.event) {
+        if new.remove(&ids.event) {
             outcome.seqs.push(Some(seq));
             fresh.push((seq, entry, ids));
             seq = seq.saturating_add(1);
@@ -120,25 +166,6 @@ async fn append(
     if fresh.is_empty() {
         return Ok(outcome);
     }
-
-    let event_ids: Vec<Uuid> = fresh.iter().map(|(_, _, i)| i.event).collect();
-    let seqs: Vec<i64> = fresh.iter().map(|(s, _, _)| *s).collect();
-    let times: Vec<i64> = fresh
-        .iter()
-        .map(|(_, e, _)| e.columns.occurred_at_micros)
-        .collect();
-    tx.execute_typed(
-        r#"INSERT INTO ledger_event_ids (event_id, "partition", seq, occurred_at)
-           SELECT e, $2, s, t FROM unnest($1::uuid[], $3::bigint[], $4::bigint[]) AS u(e, s, t)"#,
-        &[
-            (&event_ids, Type::UUID_ARRAY),
-            (&fence.partition, Type::INT4),
-            (&seqs, Type::INT8_ARRAY),
-            (&times, Type::INT8_ARRAY),
-        ],
-    )
-    .await
-    .map_err(map_err)?;
 
     let rows: Vec<&LedgerEntry> = fresh.iter().map(|(_, e, _)| *e).collect();
     ensure_months(tx, &rows).await?;
