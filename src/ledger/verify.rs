@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::columns::columns_of;
@@ -269,6 +270,8 @@ pub struct RangeSummary {
 
 /// Most batches read from the store per page.
 pub const VERIFY_PAGE_BATCHES: usize = 256;
+/// Batches `verify_range` reads and checks at the same time.
+pub const VERIFY_BATCHES_IN_FLIGHT: usize = 4;
 
 /// Verifies every batch whose time range meets `[start, end)`, calling `on_batch` with each
 /// report as it goes (for a progress bar and for naming failures). Reading a batch's rows and
@@ -283,43 +286,54 @@ pub async fn verify_range(
     let mut summary = RangeSummary::default();
     let mut after = None;
     let mut previous: Option<SealedBatch> = None;
-    let mut checking: Option<tokio::task::JoinHandle<BatchReport>> = None;
-    let mut finish = |report: BatchReport, summary: &mut RangeSummary| {
-        summary.batches += 1;
-        summary.rows += u64::try_from(report.last_seq - report.first_seq + 1).unwrap_or(0);
-        if !report.ok() {
-            summary.failed_batches += 1;
-        }
-        on_batch(&report);
-    };
+    type Check<'a> = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<BatchReport, StoreError>> + Send + 'a>,
+    >;
     loop {
         let page = store
             .batches_in_range(start_micros, end_micros, after, VERIFY_PAGE_BATCHES)
             .await?;
         let Some(last) = page.last() else { break };
         after = Some((last.header.partition, last.header.batch_number));
+        // Each batch with the one before it, for the chain check.
+        let mut work = Vec::with_capacity(page.len());
         for batch in page {
             let h = &batch.header;
-            let rows = store
-                .ledger_rows(h.partition, h.first_seq, h.last_seq)
-                .await?;
             let before = match previous.take() {
                 Some(p) if follows(&p, &batch) => Some(p),
                 _ if h.batch_number == 0 => None,
                 _ => store.merkle_batch(h.partition, h.batch_number - 1).await?,
             };
-            if let Some(done) = checking.take() {
-                finish(joined(done).await?, &mut summary);
-            }
             previous = Some(batch.clone());
-            let keys = Arc::clone(&keys);
-            checking = Some(tokio::task::spawn_blocking(move || {
-                check_batch(&batch, &rows, before.as_ref(), &keys)
-            }));
+            work.push((batch, before));
         }
-    }
-    if let Some(done) = checking.take() {
-        finish(joined(done).await?, &mut summary);
+        // Rows of several batches are read and checked at once; reports come out in order.
+        let checks: Vec<Check<'_>> = work
+            .into_iter()
+            .map(|(batch, before)| -> Check<'_> {
+                let keys = Arc::clone(&keys);
+                Box::pin(async move {
+                    let h = &batch.header;
+                    let rows = store
+                        .ledger_rows(h.partition, h.first_seq, h.last_seq)
+                        .await?;
+                    joined(tokio::task::spawn_blocking(move || {
+                        check_batch(&batch, &rows, before.as_ref(), &keys)
+                    }))
+                    .await
+                })
+            })
+            .collect();
+        let mut reports = futures_util::stream::iter(checks).buffered(VERIFY_BATCHES_IN_FLIGHT);
+        while let Some(report) = reports.next().await {
+            let report = report?;
+            summary.batches += 1;
+            summary.rows += u64::try_from(report.last_seq - report.first_seq + 1).unwrap_or(0);
+            if !report.ok() {
+                summary.failed_batches += 1;
+            }
+            on_batch(&report);
+        }
     }
     Ok(summary)
 }

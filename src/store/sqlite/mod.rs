@@ -1,5 +1,6 @@
-//! The embedded store: one SQLite file in WAL mode, its own migrations, one connection behind a
-//! mutex, every call on the blocking pool. SQL and row mapping live in `agents.rs` and
+//! The embedded store: one SQLite file in WAL mode, its own migrations, one writer connection
+//! behind a mutex and a few read-only connections (WAL readers see the last commit and never
+//! block the writer), every call on the blocking pool. SQL and row mapping live in `agents.rs` and
 //! `policies.rs`; this file owns the connection, migrations and the trait wiring only.
 
 mod agents;
@@ -28,6 +29,12 @@ use crate::core::pricing::{PriceEntry, Pricebook};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache of the store's connection, in KiB.
 const CACHE_KIB: i64 = 64 * 1024;
+/// Page cache of each read-only connection, in KiB.
+const READ_CACHE_KIB: i64 = 16 * 1024;
+/// Bytes of the store file each read-only connection maps into memory (address space only).
+const READ_MMAP_BYTES: i64 = 1 << 30;
+/// Read-only connections: reads (verification, queries) run in parallel on this many.
+const READ_CONNECTIONS: usize = 2;
 /// File name of the embedded database inside the data directory.
 pub const DB_FILE: &str = "caracal.db";
 
@@ -46,6 +53,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Vec<Arc<Mutex<Connection>>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     path: PathBuf,
     /// Stops the checkpointer thread when the store is dropped.
     stop_checkpoints: Arc<std::sync::atomic::AtomicBool>,
@@ -99,8 +108,26 @@ impl SqliteStore {
         .map_err(|e| {
             StoreError::Unavailable(format!("cannot start the store checkpointer: {e}"))
         })?;
+        let readers = (0..READ_CONNECTIONS)
+            .map(|_| {
+                let reader = connect(&path)?;
+                reader
+                    .pragma_update(None, "query_only", "ON")
+                    .map_err(unavailable)?;
+                reader
+                    .pragma_update(None, "cache_size", -READ_CACHE_KIB)
+                    .map_err(unavailable)?;
+                // Pages of the main file are read through a memory map, not a pread each.
+                reader
+                    .pragma_update(None, "mmap_size", READ_MMAP_BYTES)
+                    .map_err(unavailable)?;
+                Ok(Arc::new(Mutex::new(reader)))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
             path,
             stop_checkpoints,
         })
@@ -140,13 +167,30 @@ impl SqliteStore {
         self.transaction(TransactionBehavior::Immediate, f).await
     }
 
-    /// Runs `f` in a read transaction (one consistent snapshot) on the blocking pool.
+    /// Runs `f` in a read transaction (one consistent snapshot) on a read-only connection, on
+    /// the blocking pool.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.transaction(TransactionBehavior::Deferred, f).await
+        let turn = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(reader) = self.readers.get(turn % self.readers.len().max(1)) else {
+            return self.transaction(TransactionBehavior::Deferred, f).await;
+        };
+        let conn = Arc::clone(reader);
+        run_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| poisoned())?;
+            let tx = guard
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(map_err)?;
+            let value = f(&tx)?;
+            tx.commit().map_err(map_err)?;
+            Ok(value)
+        })
+        .await
     }
 
     /// Runs `f` in a transaction of the given behaviour; commits when `f` succeeds (a read-only
