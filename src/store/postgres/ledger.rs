@@ -13,7 +13,9 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::leases::check_fence;
-use super::ledger_rows::{query_batches, rows, Ids, BATCH_COLUMNS, COPY_TYPES, ROW_COLUMNS};
+use super::ledger_rows::{
+    batch_from, query_batches, row_from, rows, Ids, BATCH_COLUMNS, COPY_TYPES, ROW_COLUMNS,
+};
 use super::{col, map_err, PgStore, TxMode};
 use crate::store::leases::Fence;
 use crate::store::ledger::{
@@ -429,7 +431,32 @@ impl LedgerStore for PgStore {
     }
 
     async fn ledger_head(&self, partition: i32) -> Result<PartitionHead, StoreError> {
-        self.read(move |tx| Box::pin(head(tx, partition))).await
+        // Two single statements, the batch first: rows only grow, so the sequence read second
+        // is at or past the batch's end.
+        let last_batch = self
+            .query_once(
+                &format!(
+                    r#"SELECT {BATCH_COLUMNS} FROM merkle_batches WHERE "partition" = $1
+                       ORDER BY batch_number DESC LIMIT 1"#
+                ),
+                &[(&partition, Type::INT4)],
+            )
+            .await?
+            .first()
+            .map(batch_from)
+            .transpose()?;
+        let max = self
+            .query_once(
+                r#"SELECT max(seq) FROM ledger_event_ids WHERE "partition" = $1"#,
+                &[(&partition, Type::INT4)],
+            )
+            .await?;
+        let max: Option<i64> = col(&max[0], 0)?;
+        Ok(PartitionHead {
+            partition,
+            next_seq: max.map_or(0, |m| m.saturating_add(1)),
+            last_batch,
+        })
     }
 
     async fn ledger_rows(
@@ -438,21 +465,21 @@ impl LedgerStore for PgStore {
         first: i64,
         last: i64,
     ) -> Result<Vec<StoredRow>, StoreError> {
-        self.read(move |tx| {
-            Box::pin(async move {
-                rows(
-                    tx,
-                    r#""partition" = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"#,
-                    &[
-                        (&partition, Type::INT4),
-                        (&first, Type::INT8),
-                        (&last, Type::INT8),
-                    ],
-                )
-                .await
-            })
-        })
-        .await
+        self.query_once(
+            &format!(
+                r#"SELECT {ROW_COLUMNS} FROM ledger_events
+                   WHERE "partition" = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"#
+            ),
+            &[
+                (&partition, Type::INT4),
+                (&first, Type::INT8),
+                (&last, Type::INT8),
+            ],
+        )
+        .await?
+        .iter()
+        .map(row_from)
+        .collect()
     }
 
     async fn ledger_datums(
@@ -504,18 +531,17 @@ impl LedgerStore for PgStore {
         partition: i32,
         batch_number: i64,
     ) -> Result<Option<SealedBatch>, StoreError> {
-        self.read(move |tx| {
-            Box::pin(async move {
-                Ok(query_batches(
-                    tx,
-                    r#""partition" = $1 AND batch_number = $2"#,
-                    &[(&partition, Type::INT4), (&batch_number, Type::INT8)],
-                )
-                .await?
-                .pop())
-            })
-        })
-        .await
+        self.query_once(
+            &format!(
+                r#"SELECT {BATCH_COLUMNS} FROM merkle_batches
+                   WHERE "partition" = $1 AND batch_number = $2"#
+            ),
+            &[(&partition, Type::INT4), (&batch_number, Type::INT8)],
+        )
+        .await?
+        .first()
+        .map(batch_from)
+        .transpose()
     }
 
     async fn batch_covering(

@@ -122,6 +122,17 @@ impl PgStore {
         Ok(value)
     }
 
+    /// One statement outside an explicit transaction (a statement sees one snapshot by
+    /// itself): one round trip instead of three, for the ledger's hot single-statement reads.
+    pub(crate) async fn query_once(
+        &self,
+        sql: &str,
+        params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let client = self.client().await?;
+        client.query_typed(sql, params).await.map_err(map_err)
+    }
+
     async fn read<T, F>(&self, body: F) -> Result<T, StoreError>
     where
         T: Send,
