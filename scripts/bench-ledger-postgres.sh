@@ -24,4 +24,14 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
   -o "-p $port -k $work -c listen_addresses=127.0.0.1" start >/dev/null
 "$pg_bin/psql" -h "$work" -p "$port" -U postgres -X -q -c "CREATE DATABASE caracal_bench"
 
+# CPU seconds the server used (it shares this machine's cores with the bench): the postmaster's
+# own time plus that of its exited children (backends exit when the bench disconnects).
+server_cpu() {
+  local pid
+  pid=$(head -1 "$work/data/postmaster.pid")
+  awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15 + $16 + $17) / hz}' "/proc/$pid/stat"
+}
+cargo bench --bench ledger_throughput --no-run
+before=$(server_cpu)
 cargo bench --bench ledger_throughput -- "$events" --postgres-port "$port"
+echo "postgres server CPU during the run (ingest + verify): $(awk -v a="$before" -v b="$(server_cpu)" 'BEGIN {printf "%.1f", b - a}') s"

@@ -4,6 +4,8 @@
 //! decoder costs more than hashing. It must agree with `LedgerColumns::from_event` of the
 //! full decode on every valid datum (tested); it never writes or changes a byte.
 
+use std::borrow::Cow;
+
 use uuid::Uuid;
 
 use crate::core::events::Outcome;
@@ -64,14 +66,14 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn uuid(&mut self) -> Result<String, DatumError> {
+    fn uuid(&mut self) -> Result<Cow<'a, str>, DatumError> {
         let at = self.at;
         let text = self.string()?;
         if is_canonical_uuid(text) {
-            return Ok(text.to_owned());
+            return Ok(Cow::Borrowed(text));
         }
         Uuid::parse_str(text)
-            .map(|id| id.to_string())
+            .map(|id| Cow::Owned(id.to_string()))
             .map_err(|_| DatumError {
                 what: "uuid field is not a UUID",
                 at,
@@ -137,8 +139,158 @@ fn is_canonical_uuid(text: &str) -> bool {
         })
 }
 
+/// The ledger columns of a MeteringEvent datum, borrowing its strings (a UUID is copied only
+/// when it is not in canonical form): verification compares these with a row's stored columns
+/// without allocating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnsRef<'a> {
+    pub event_id: Cow<'a, str>,
+    pub occurred_at_micros: i64,
+    pub request_id: Cow<'a, str>,
+    pub agent_id: Cow<'a, str>,
+    pub parent_id: Option<Cow<'a, str>>,
+    pub root_agent_id: Cow<'a, str>,
+    pub ancestor_ids: Vec<Cow<'a, str>>,
+    pub provider: &'a str,
+    pub resource: &'a str,
+    pub operation: &'a str,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    pub calls: i64,
+    pub cost_micros: i64,
+    pub reserved_micros: i64,
+    pub currency: Currency,
+    pub estimated: bool,
+    pub outcome: &'static str,
+}
+
+/// Equality of a stored column with its sealed (borrowed) value.
+trait SameAs<T> {
+    fn same_as(&self, sealed: &T) -> bool;
+}
+
+impl SameAs<i64> for i64 {
+    fn same_as(&self, sealed: &i64) -> bool {
+        self == sealed
+    }
+}
+
+impl SameAs<bool> for bool {
+    fn same_as(&self, sealed: &bool) -> bool {
+        self == sealed
+    }
+}
+
+impl SameAs<&str> for String {
+    fn same_as(&self, sealed: &&str) -> bool {
+        self == sealed
+    }
+}
+
+impl SameAs<Cow<'_, str>> for String {
+    fn same_as(&self, sealed: &Cow<'_, str>) -> bool {
+        self.as_str() == sealed.as_ref()
+    }
+}
+
+impl SameAs<Option<Cow<'_, str>>> for Option<String> {
+    fn same_as(&self, sealed: &Option<Cow<'_, str>>) -> bool {
+        self.as_deref() == sealed.as_deref()
+    }
+}
+
+impl SameAs<Vec<Cow<'_, str>>> for Vec<String> {
+    fn same_as(&self, sealed: &Vec<Cow<'_, str>>) -> bool {
+        self.len() == sealed.len() && self.iter().zip(sealed).all(|(a, b)| a.same_as(b))
+    }
+}
+
+impl ColumnsRef<'_> {
+    /// The stored columns these sealed ones decode to.
+    pub fn to_columns(&self) -> LedgerColumns {
+        LedgerColumns {
+            event_id: self.event_id.clone().into_owned(),
+            occurred_at_micros: self.occurred_at_micros,
+            request_id: self.request_id.clone().into_owned(),
+            agent_id: self.agent_id.clone().into_owned(),
+            parent_id: self.parent_id.clone().map(Cow::into_owned),
+            root_agent_id: self.root_agent_id.clone().into_owned(),
+            ancestor_ids: self
+                .ancestor_ids
+                .iter()
+                .map(|a| a.clone().into_owned())
+                .collect(),
+            provider: self.provider.to_owned(),
+            resource: self.resource.to_owned(),
+            operation: self.operation.to_owned(),
+            input_tokens: self.input_tokens,
+            cached_input_tokens: self.cached_input_tokens,
+            output_tokens: self.output_tokens,
+            calls: self.calls,
+            cost_micros: self.cost_micros,
+            reserved_micros: self.reserved_micros,
+            currency: self.currency.to_string(),
+            estimated: self.estimated,
+            outcome: self.outcome.to_owned(),
+        }
+    }
+
+    /// The name, stored value and sealed value of the first stored column that differs from
+    /// these sealed ones (values in `Debug` form), as `LedgerColumns::first_difference` says it.
+    pub fn first_difference(
+        &self,
+        stored: &LedgerColumns,
+    ) -> Option<(&'static str, String, String)> {
+        macro_rules! compare {
+            ($($field:ident),+) => {
+                $(if !stored.$field.same_as(&self.$field) {
+                    return Some((
+                        stringify!($field),
+                        format!("{:?}", stored.$field),
+                        format!("{:?}", self.$field),
+                    ));
+                })+
+            };
+        }
+        compare!(
+            event_id,
+            occurred_at_micros,
+            request_id,
+            agent_id,
+            parent_id,
+            root_agent_id,
+            ancestor_ids,
+            provider,
+            resource,
+            operation,
+            input_tokens,
+            cached_input_tokens,
+            output_tokens,
+            calls,
+            cost_micros,
+            reserved_micros
+        );
+        let currency = self.currency.as_str();
+        if stored.currency != currency {
+            return Some((
+                "currency",
+                format!("{:?}", stored.currency),
+                format!("{currency:?}"),
+            ));
+        }
+        compare!(estimated, outcome);
+        None
+    }
+}
+
 /// The ledger columns of a MeteringEvent datum (unframed Avro binary).
 pub fn columns_of(datum: &[u8]) -> Result<LedgerColumns, DatumError> {
+    columns_ref(datum).map(|c| c.to_columns())
+}
+
+/// The ledger columns of a MeteringEvent datum, borrowed from it.
+pub fn columns_ref(datum: &[u8]) -> Result<ColumnsRef<'_>, DatumError> {
     let mut r = Reader {
         bytes: datum,
         at: 0,
@@ -161,9 +313,9 @@ pub fn columns_of(datum: &[u8]) -> Result<LedgerColumns, DatumError> {
         Ok(())
     })?;
     r.enum_index(2)?; // source
-    let provider = r.string()?.to_owned();
-    let resource = r.string()?.to_owned();
-    let operation = r.string()?.to_owned();
+    let provider = r.string()?;
+    let resource = r.string()?;
+    let operation = r.string()?;
     let input_tokens = r.count_long()?;
     let cached_input_tokens = r.count_long()?;
     r.count_long()?; // cache_write_input_tokens
@@ -173,21 +325,17 @@ pub fn columns_of(datum: &[u8]) -> Result<LedgerColumns, DatumError> {
     let reserved_micros = r.long()?;
     let currency_at = r.at;
     let currency = r.string()?;
-    let currency = Currency::parse(currency)
-        .map_err(|_| DatumError {
-            what: "unknown currency",
-            at: currency_at,
-        })?
-        .to_string();
+    let currency = Currency::parse(currency).map_err(|_| DatumError {
+        what: "unknown currency",
+        at: currency_at,
+    })?;
     let estimated = match r.bytes.get(r.at) {
         Some(0) => false,
         Some(1) => true,
         _ => return r.fail("boolean is not 0 or 1"),
     };
     r.at += 1;
-    let outcome = Outcome::ALL[r.enum_index(Outcome::ALL.len())?]
-        .as_str()
-        .to_owned();
+    let outcome = Outcome::ALL[r.enum_index(Outcome::ALL.len())?].as_str();
     if r.union_index(2)? == 1 {
         let status = r.long()?;
         if u16::try_from(status).is_err() {
@@ -206,7 +354,7 @@ pub fn columns_of(datum: &[u8]) -> Result<LedgerColumns, DatumError> {
     if r.at != datum.len() {
         return r.fail("trailing bytes after the record");
     }
-    Ok(LedgerColumns {
+    Ok(ColumnsRef {
         event_id,
         occurred_at_micros,
         request_id,
@@ -297,7 +445,9 @@ mod tests {
         ) {
             let event = event(seed, big, metadata, some);
             let datum = avro::encode_datum(&event).unwrap();
-            prop_assert_eq!(columns_of(&datum).unwrap(), LedgerColumns::from_event(&event));
+            let columns = LedgerColumns::from_event(&event);
+            prop_assert_eq!(columns_of(&datum).unwrap(), columns.clone());
+            prop_assert_eq!(columns_ref(&datum).unwrap().first_difference(&columns), None);
         }
 
         #[test]
@@ -313,6 +463,25 @@ mod tests {
         assert!(!is_canonical_uuid("0190a1b2c3d47e5f8a9b0c1d2e3f4a5b"));
         let mut r = Reader { bytes: b"\x48\x30\x31\x39\x30\x41\x31\x42\x32\x2d\x43\x33\x44\x34\x2d\x37\x45\x35\x46\x2d\x38\x41\x39\x42\x2d\x30\x43\x31\x44\x32\x45\x33\x46\x34\x41\x35\x42", at: 0 };
         assert_eq!(r.uuid().unwrap(), "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
+    }
+
+    #[test]
+    fn a_changed_column_is_named_with_both_values_as_the_owned_comparison_names_it() {
+        let event = event(3, 987_654_321, BTreeMap::new(), true);
+        let datum = avro::encode_datum(&event).unwrap();
+        let sealed = LedgerColumns::from_event(&event);
+        let mut stored = sealed.clone();
+        stored.cost_micros += 1;
+        stored.ancestor_ids.pop();
+        let borrowed = columns_ref(&datum).unwrap().first_difference(&stored);
+        assert_eq!(borrowed, stored.first_difference(&sealed));
+        assert_eq!(borrowed.unwrap().0, "ancestor_ids");
+        let mut stored = sealed.clone();
+        stored.currency = "GBP".into();
+        assert_eq!(
+            columns_ref(&datum).unwrap().first_difference(&stored),
+            Some(("currency", "\"GBP\"".into(), "\"EUR\"".into()))
+        );
     }
 
     #[test]

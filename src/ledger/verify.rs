@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::columns::columns_of;
+use super::columns::columns_ref;
 use crate::core::checkpoint::{BatchHeader, VerifyingKey};
 use crate::core::merkle::{self, Hash};
 use crate::store::ledger::{hex, LedgerStore, SealedBatch, StoredRow};
@@ -240,7 +240,7 @@ fn missing_seqs(h: &BatchHeader, seqs: impl Iterator<Item = i64>) -> Vec<i64> {
 
 /// A row whose columns disagree with its sealed bytes.
 pub fn check_row(row: &StoredRow) -> Option<Failure> {
-    let sealed = match columns_of(&row.datum) {
+    let sealed = match columns_ref(&row.datum) {
         Ok(columns) => columns,
         Err(e) => {
             return Some(Failure::RowUndecodable {
@@ -249,8 +249,8 @@ pub fn check_row(row: &StoredRow) -> Option<Failure> {
             })
         }
     };
-    row.columns
-        .first_difference(&sealed)
+    sealed
+        .first_difference(&row.columns)
         .map(|(column, stored, sealed)| Failure::RowAltered {
             seq: row.seq,
             event_id: row.columns.event_id.clone(),

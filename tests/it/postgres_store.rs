@@ -357,7 +357,7 @@ async fn the_store_recovers_by_itself_after_postgres_restarts() {
 }
 
 #[test]
-fn serve_runs_admin_and_gateway_on_postgres_and_names_what_is_not_there_yet() {
+fn serve_runs_admin_and_gateway_on_postgres() {
     let server = PgServer::start();
     let database = server.create_database(None);
     let env = env_for(&server, &database).with("CARACAL_ADMIN__TOKEN", "pg-admin-token-0123456789");
@@ -372,15 +372,6 @@ fn serve_runs_admin_and_gateway_on_postgres_and_names_what_is_not_there_yet() {
     assert_eq!(created.status, 201, "{}", created.body);
     // The CLI and the server share the one system of record.
     assert!(env.cli(&["agent", "list"]).ok().contains("from-the-api"));
-    drop(serve);
-    // The ledger role needs the ledger tables' implementation, which Postgres lacks so far.
-    let all = env.cli(&["serve", "--role", "ledger"]);
-    assert_ne!(all.status, 0);
-    assert!(
-        all.stderr.contains("not implemented on Postgres yet"),
-        "{}",
-        all.stderr
-    );
 }
 
 #[test]
