@@ -82,6 +82,77 @@ pub trait LeaseStore: Send + Sync {
     async fn dlq_replays(&self) -> Result<Vec<(i32, i64)>, StoreError>;
 }
 
+/// A lease row as an acquisition reads it: `(owner, epoch, expires_at_micros, next_offset)`.
+pub type CurrentLease = (Option<String>, i64, i64, i64);
+
+/// What one acquisition does to a topic's leases; every store carries it out in one
+/// transaction after reading the rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeasePlan {
+    /// `(partition, epoch, next_offset)` this owner holds and keeps: renewed.
+    pub keep: Vec<(i32, i64, i64)>,
+    /// Partitions this owner holds beyond its share (a replica joined): released.
+    pub release: Vec<i32>,
+    /// `(partition, new epoch, next_offset)` free or expired partitions this owner takes.
+    pub take: Vec<(i32, i64, i64)>,
+}
+
+impl LeasePlan {
+    /// The leases the owner has once the plan is carried out, by partition.
+    pub fn leases(&self, req: &LeaseRequest) -> Vec<Lease> {
+        let mut owned: Vec<(i32, i64, i64)> = self.keep.iter().chain(&self.take).copied().collect();
+        owned.sort_by_key(|(partition, _, _)| *partition);
+        owned
+            .into_iter()
+            .map(|(partition, epoch, next_offset)| Lease {
+                fence: Fence {
+                    consumer: req.consumer.clone(),
+                    topic: req.topic.clone(),
+                    partition,
+                    owner: req.owner.clone(),
+                    epoch,
+                },
+                next_offset,
+            })
+            .collect()
+    }
+}
+
+/// Decides an acquisition: `req.owner` keeps at most its fair share among `live_members`
+/// replicas (releasing its highest partitions beyond it) and takes free or expired partitions,
+/// lowest first, up to that share. `current(p)` is partition `p`'s row, if any.
+pub fn plan_acquisition(
+    req: &LeaseRequest,
+    live_members: i64,
+    mut current: impl FnMut(i32) -> Result<Option<CurrentLease>, StoreError>,
+) -> Result<LeasePlan, StoreError> {
+    let share = fair_share(req.partitions, usize::try_from(live_members).unwrap_or(1));
+    let mut plan = LeasePlan::default();
+    let mut free = Vec::new();
+    for partition in 0..req.partitions {
+        match current(partition)? {
+            Some((Some(owner), epoch, _, offset)) if owner == req.owner => {
+                plan.keep.push((partition, epoch, offset));
+            }
+            Some((Some(_), _, expires_at, _)) if expires_at >= req.now_micros => {}
+            Some((_, epoch, _, offset)) => free.push((partition, Some(epoch), offset)),
+            None => free.push((partition, None, 0)),
+        }
+    }
+    while plan.keep.len() > share {
+        if let Some((partition, _, _)) = plan.keep.pop() {
+            plan.release.push(partition);
+        }
+    }
+    let room = share.saturating_sub(plan.keep.len());
+    plan.take = free
+        .into_iter()
+        .take(room)
+        .map(|(partition, epoch, offset)| (partition, next_epoch(epoch), offset))
+        .collect();
+    Ok(plan)
+}
+
 /// The epoch a partition's lease gets when `owner` takes it, given the row it replaces.
 pub fn next_epoch(current: Option<i64>) -> i64 {
     current.map_or(1, |epoch| epoch.saturating_add(1))
@@ -111,6 +182,47 @@ mod tests {
                 assert!(fair_share(partitions, members) * members >= partitions as usize);
             }
         }
+    }
+
+    fn req(owner: &str, partitions: i32) -> LeaseRequest {
+        LeaseRequest {
+            consumer: "ledger".into(),
+            topic: "t".into(),
+            partitions,
+            owner: owner.into(),
+            now_micros: 1_000,
+            ttl_micros: 100,
+        }
+    }
+
+    #[test]
+    fn a_replica_over_its_share_releases_its_highest_partitions() {
+        let plan = plan_acquisition(&req("a", 4), 2, |p| {
+            Ok(Some((Some("a".into()), 3, 2_000, i64::from(p) * 10)))
+        })
+        .unwrap();
+        assert_eq!(plan.keep, vec![(0, 3, 0), (1, 3, 10)]);
+        assert_eq!(plan.release, vec![3, 2]);
+        assert!(plan.take.is_empty());
+    }
+
+    #[test]
+    fn free_and_expired_partitions_are_taken_with_a_new_epoch_live_ones_are_not() {
+        let rows = |p: i32| -> Result<Option<CurrentLease>, StoreError> {
+            Ok(match p {
+                0 => Some((Some("b".into()), 4, 5_000, 70)), // b's, live
+                1 => Some((Some("b".into()), 4, 999, 80)),   // b's, expired
+                2 => Some((None, 9, 0, 90)),                 // released
+                _ => None,                                   // never leased
+            })
+        };
+        let plan = plan_acquisition(&req("a", 4), 1, rows).unwrap();
+        assert_eq!(plan.take, vec![(1, 5, 80), (2, 10, 90), (3, 1, 0)]);
+        let leases = plan.leases(&req("a", 4));
+        assert_eq!(
+            leases.iter().map(|l| l.fence.partition).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
     }
 
     #[test]

@@ -63,46 +63,6 @@ impl LedgerColumns {
             outcome: event.outcome.as_str().to_owned(),
         }
     }
-
-    /// The name and both values of the first column that differs from `other`.
-    pub fn first_difference(
-        &self,
-        other: &LedgerColumns,
-    ) -> Option<(&'static str, String, String)> {
-        macro_rules! compare {
-            ($($field:ident),+) => {
-                $(if self.$field != other.$field {
-                    return Some((
-                        stringify!($field),
-                        format!("{:?}", self.$field),
-                        format!("{:?}", other.$field),
-                    ));
-                })+
-            };
-        }
-        compare!(
-            event_id,
-            occurred_at_micros,
-            request_id,
-            agent_id,
-            parent_id,
-            root_agent_id,
-            ancestor_ids,
-            provider,
-            resource,
-            operation,
-            input_tokens,
-            cached_input_tokens,
-            output_tokens,
-            calls,
-            cost_micros,
-            reserved_micros,
-            currency,
-            estimated,
-            outcome
-        );
-        None
-    }
 }
 
 fn saturating_i64(value: u64) -> i64 {
@@ -175,6 +135,35 @@ impl PartitionHead {
     /// Rows no batch covers yet.
     pub fn unsealed(&self) -> i64 {
         self.next_seq.saturating_sub(self.first_unsealed()).max(0)
+    }
+}
+
+impl PartitionHead {
+    /// `Conflict` unless `header` is the batch that comes next: the number after the last
+    /// batch's, from the first unsealed row, over rows that exist. Every store checks this inside
+    /// its sealing transaction.
+    pub fn check_next_batch(&self, header: &BatchHeader) -> Result<(), StoreError> {
+        let h = header;
+        let (number, first) = match &self.last_batch {
+            Some(last) => (
+                last.header.batch_number.saturating_add(1),
+                last.header.last_seq.saturating_add(1),
+            ),
+            None => (0, 0),
+        };
+        if h.batch_number != number || h.first_seq != first {
+            return Err(StoreError::Conflict(format!(
+                "partition {} expects batch {number} from seq {first}, not batch {} from seq {}",
+                h.partition, h.batch_number, h.first_seq
+            )));
+        }
+        if h.last_seq >= self.next_seq || h.last_seq < h.first_seq {
+            return Err(StoreError::Conflict(format!(
+                "batch {} of partition {} covers seq {}..={} but the ledger ends at {}",
+                h.batch_number, h.partition, h.first_seq, h.last_seq, self.next_seq
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -11,9 +11,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
 use super::{col, map_err, PgStore, TxMode};
-use crate::store::leases::{
-    fair_share, next_epoch, Fence, Lease, LeaseRequest, LeaseRow, LeaseStore,
-};
+use crate::store::leases::{plan_acquisition, Fence, Lease, LeaseRequest, LeaseRow, LeaseStore};
 use crate::store::StoreError;
 
 /// Moves the committed offset of `fence`'s partition (or, with `None`, only locks its lease
@@ -85,8 +83,6 @@ async fn acquire(tx: &Transaction<'_>, req: &LeaseRequest) -> Result<Vec<Lease>,
         .map_err(map_err)?[0],
         0,
     )?;
-    let share = fair_share(req.partitions, usize::try_from(members).unwrap_or(1));
-
     let rows = tx
         .query_typed(
             r#"SELECT "partition", owner, epoch, expires_at, next_offset FROM consumer_leases
@@ -99,42 +95,28 @@ async fn acquire(tx: &Transaction<'_>, req: &LeaseRequest) -> Result<Vec<Lease>,
         )
         .await
         .map_err(map_err)?;
-    let mut existing = std::collections::HashMap::new();
+    let mut current = std::collections::HashMap::new();
     for row in &rows {
         let partition: i32 = col(row, 0)?;
-        let owner: Option<String> = col(row, 1)?;
-        let lease: (Option<String>, i64, i64, i64) =
-            (owner, col(row, 2)?, col(row, 3)?, col(row, 4)?);
-        existing.insert(partition, lease);
+        current.insert(
+            partition,
+            (col(row, 1)?, col(row, 2)?, col(row, 3)?, col(row, 4)?),
+        );
     }
-    let mut mine = Vec::new();
-    let mut free = Vec::new();
-    for partition in 0..req.partitions {
-        match existing.remove(&partition) {
-            Some((Some(owner), epoch, _, offset)) if owner == req.owner => {
-                mine.push((partition, epoch, offset));
-            }
-            Some((Some(_), _, expires_at, _)) if expires_at >= req.now_micros => {}
-            Some((_, epoch, _, offset)) => free.push((partition, Some(epoch), offset)),
-            None => free.push((partition, None, 0)),
-        }
-    }
-    // Over the share (a replica joined): release the highest partitions.
-    while mine.len() > share {
-        if let Some((partition, _, _)) = mine.pop() {
-            tx.execute_typed(
-                r#"UPDATE consumer_leases SET owner = NULL, expires_at = 0
-                   WHERE consumer = $1 AND topic = $2 AND "partition" = $3 AND owner = $4"#,
-                &[
-                    (&req.consumer, Type::TEXT),
-                    (&req.topic, Type::TEXT),
-                    (&partition, Type::INT4),
-                    (&req.owner, Type::TEXT),
-                ],
-            )
-            .await
-            .map_err(map_err)?;
-        }
+    let plan = plan_acquisition(req, members, |partition| Ok(current.remove(&partition)))?;
+    for partition in &plan.release {
+        tx.execute_typed(
+            r#"UPDATE consumer_leases SET owner = NULL, expires_at = 0
+               WHERE consumer = $1 AND topic = $2 AND "partition" = $3 AND owner = $4"#,
+            &[
+                (&req.consumer, Type::TEXT),
+                (&req.topic, Type::TEXT),
+                (partition, Type::INT4),
+                (&req.owner, Type::TEXT),
+            ],
+        )
+        .await
+        .map_err(map_err)?;
     }
     tx.execute_typed(
         "UPDATE consumer_leases SET expires_at = $4
@@ -148,8 +130,7 @@ async fn acquire(tx: &Transaction<'_>, req: &LeaseRequest) -> Result<Vec<Lease>,
     )
     .await
     .map_err(map_err)?;
-    for (partition, epoch, offset) in free.into_iter().take(share.saturating_sub(mine.len())) {
-        let epoch = next_epoch(epoch);
+    for (partition, epoch, offset) in &plan.take {
         tx.execute_typed(
             r#"INSERT INTO consumer_leases
                  (consumer, topic, "partition", owner, epoch, expires_at, next_offset)
@@ -159,31 +140,17 @@ async fn acquire(tx: &Transaction<'_>, req: &LeaseRequest) -> Result<Vec<Lease>,
             &[
                 (&req.consumer, Type::TEXT),
                 (&req.topic, Type::TEXT),
-                (&partition, Type::INT4),
+                (partition, Type::INT4),
                 (&req.owner, Type::TEXT),
-                (&epoch, Type::INT8),
+                (epoch, Type::INT8),
                 (&expires, Type::INT8),
-                (&offset, Type::INT8),
+                (offset, Type::INT8),
             ],
         )
         .await
         .map_err(map_err)?;
-        mine.push((partition, epoch, offset));
     }
-    mine.sort_by_key(|(partition, _, _)| *partition);
-    Ok(mine
-        .into_iter()
-        .map(|(partition, epoch, next_offset)| Lease {
-            fence: Fence {
-                consumer: req.consumer.clone(),
-                topic: req.topic.clone(),
-                partition,
-                owner: req.owner.clone(),
-                epoch,
-            },
-            next_offset,
-        })
-        .collect())
+    Ok(plan.leases(req))
 }
 
 #[async_trait]

@@ -6,9 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::{map_err, SqliteStore};
-use crate::store::leases::{
-    fair_share, next_epoch, Fence, Lease, LeaseRequest, LeaseRow, LeaseStore,
-};
+use crate::store::leases::{plan_acquisition, Fence, Lease, LeaseRequest, LeaseRow, LeaseStore};
 use crate::store::StoreError;
 
 /// Moves the committed offset of `fence`'s partition, inside the caller's transaction, if the
@@ -87,44 +85,28 @@ fn acquire(tx: &Transaction<'_>, req: &LeaseRequest) -> Result<Vec<Lease>, Store
             |r| r.get(0),
         )
         .map_err(map_err)?;
-    let share = fair_share(req.partitions, usize::try_from(members).unwrap_or(1));
-
-    let mut mine = Vec::new();
-    let mut free = Vec::new();
-    for partition in 0..req.partitions {
-        let row: Option<(Option<String>, i64, i64, i64)> = tx
-            .prepare_cached(
-                r#"SELECT owner, epoch, expires_at, next_offset FROM consumer_leases
-                   WHERE consumer = ?1 AND topic = ?2 AND "partition" = ?3"#,
-            )
-            .and_then(|mut s| {
-                s.query_row(params![req.consumer, req.topic, partition], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
-                .optional()
+    let plan = plan_acquisition(req, members, |partition| {
+        tx.prepare_cached(
+            r#"SELECT owner, epoch, expires_at, next_offset FROM consumer_leases
+               WHERE consumer = ?1 AND topic = ?2 AND "partition" = ?3"#,
+        )
+        .and_then(|mut s| {
+            s.query_row(params![req.consumer, req.topic, partition], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
-            .map_err(map_err)?;
-        match row {
-            Some((Some(owner), epoch, _, offset)) if owner == req.owner => {
-                mine.push((partition, epoch, offset));
-            }
-            Some((Some(_), _, expires_at, _)) if expires_at >= req.now_micros => {}
-            Some((_, epoch, _, offset)) => free.push((partition, Some(epoch), offset)),
-            None => free.push((partition, None, 0)),
-        }
+            .optional()
+        })
+        .map_err(map_err)
+    })?;
+    for partition in &plan.release {
+        tx.execute(
+            r#"UPDATE consumer_leases SET owner = NULL, expires_at = 0
+               WHERE consumer = ?1 AND topic = ?2 AND "partition" = ?3 AND owner = ?4"#,
+            params![req.consumer, req.topic, partition, req.owner],
+        )
+        .map_err(map_err)?;
     }
-    // Over the share (a replica joined): release the highest partitions.
-    while mine.len() > share {
-        if let Some((partition, _, _)) = mine.pop() {
-            tx.execute(
-                r#"UPDATE consumer_leases SET owner = NULL, expires_at = 0
-                   WHERE consumer = ?1 AND topic = ?2 AND "partition" = ?3 AND owner = ?4"#,
-                params![req.consumer, req.topic, partition, req.owner],
-            )
-            .map_err(map_err)?;
-        }
-    }
-    for (partition, _, _) in &mine {
+    for (partition, _, _) in &plan.keep {
         tx.execute(
             r#"UPDATE consumer_leases SET expires_at = ?5
                WHERE consumer = ?1 AND topic = ?2 AND "partition" = ?3 AND owner = ?4"#,
@@ -132,8 +114,7 @@ fn acquire(tx: &Transaction<'_>, req: &LeaseRequest) -> Result<Vec<Lease>, Store
         )
         .map_err(map_err)?;
     }
-    for (partition, epoch, offset) in free.into_iter().take(share.saturating_sub(mine.len())) {
-        let epoch = next_epoch(epoch);
+    for (partition, epoch, offset) in &plan.take {
         tx.execute(
             r#"INSERT INTO consumer_leases
                  (consumer, topic, "partition", owner, epoch, expires_at, next_offset)
@@ -151,22 +132,8 @@ fn acquire(tx: &Transaction<'_>, req: &LeaseRequest) -> Result<Vec<Lease>, Store
             ],
         )
         .map_err(map_err)?;
-        mine.push((partition, epoch, offset));
     }
-    mine.sort_by_key(|(partition, _, _)| *partition);
-    Ok(mine
-        .into_iter()
-        .map(|(partition, epoch, next_offset)| Lease {
-            fence: Fence {
-                consumer: req.consumer.clone(),
-                topic: req.topic.clone(),
-                partition,
-                owner: req.owner.clone(),
-                epoch,
-            },
-            next_offset,
-        })
-        .collect())
+    Ok(plan.leases(req))
 }
 
 #[async_trait]

@@ -243,25 +243,7 @@ fn seal(
     }
     let h = &batch.header;
     let expected = head(tx, h.partition)?;
-    let (number, first) = match &expected.last_batch {
-        Some(last) => (
-            last.header.batch_number.saturating_add(1),
-            last.header.last_seq.saturating_add(1),
-        ),
-        None => (0, 0),
-    };
-    if h.batch_number != number || h.first_seq != first {
-        return Err(StoreError::Conflict(format!(
-            "partition {} expects batch {number} from seq {first}, not batch {} from seq {}",
-            h.partition, h.batch_number, h.first_seq
-        )));
-    }
-    if h.last_seq >= expected.next_seq || h.last_seq < h.first_seq {
-        return Err(StoreError::Conflict(format!(
-            "batch {} of partition {} covers seq {}..={} but the ledger ends at {}",
-            h.batch_number, h.partition, h.first_seq, h.last_seq, expected.next_seq
-        )));
-    }
+    expected.check_next_batch(h)?;
     tx.prepare_cached(&format!(
         "INSERT INTO merkle_batches ({BATCH_COLUMNS})
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
