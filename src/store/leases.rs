@@ -167,6 +167,7 @@ pub fn fair_share(partitions: i32, members: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
