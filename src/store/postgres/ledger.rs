@@ -1,21 +1,17 @@
 //! `LedgerStore` on Postgres: ledger rows numbered per partition (uniqueness kept by
 //! `ledger_event_ids`, rows written by binary COPY into the month-partitioned `ledger_events`),
 //! sealed batches, signing keys and the ledger query. Appends and seals check the consumer's
-//! fence first in their own transaction. Row conversion and SQL text live in `ledger_rows.rs`.
-
-use std::collections::HashSet;
+//! fence first in their own transaction. The append transaction lives in `ledger_append.rs`,
+//! row conversion and SQL text in `ledger_rows.rs`.
 
 use async_trait::async_trait;
-use chrono::Datelike;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::leases::check_fence;
-use super::ledger_rows::{
-    batch_from, query_batches, row_from, rows, Ids, BATCH_COLUMNS, COPY_TYPES, ROW_COLUMNS,
-};
+use super::ledger_append;
+use super::ledger_rows::{batch_from, query_batches, row_from, rows, BATCH_COLUMNS, ROW_COLUMNS};
 use super::{col, map_err, PgStore, TxMode};
 use crate::store::leases::Fence;
 use crate::store::ledger::{
@@ -24,7 +20,7 @@ use crate::store::ledger::{
 };
 use crate::store::StoreError;
 
-async fn next_seq(tx: &Transaction<'_>, partition: i32) -> Result<i64, StoreError> {
+pub(super) async fn next_seq(tx: &Transaction<'_>, partition: i32) -> Result<i64, StoreError> {
     let row = tx
         .query_typed(
             r#"SELECT max(seq) FROM ledger_event_ids WHERE "partition" = $1"#,
@@ -55,167 +51,6 @@ async fn head(tx: &Transaction<'_>, partition: i32) -> Result<PartitionHead, Sto
         next_seq: next_seq(tx, partition).await?,
         last_batch: last_batch(tx, partition).await?,
     })
-}
-
-/// Creates the monthly partitions of `ledger_events` the entries fall in (a catalog lookup
-/// when they exist).
-async fn ensure_months(tx: &Transaction<'_>, entries: &[&LedgerEntry]) -> Result<(), StoreError> {
-    let mut seen = HashSet::new();
-    let mut instants = Vec::new();
-    for entry in entries {
-        let at = entry.columns.occurred_at_micros;
-        let month = chrono::DateTime::from_timestamp_micros(at).map(|t| (t.year(), t.month()));
-        if seen.insert(month) {
-            instants.push(at);
-        }
-    }
-    tx.execute_typed(
-        "SELECT caracal_ensure_ledger_partition(at) FROM unnest($1::bigint[]) AS at",
-        &[(&instants, Type::INT8_ARRAY)],
-    )
-    .await
-    .map_err(map_err)?;
-    Ok(())
-}
-
-/// Inserts the `ledger_event_ids` rows of `fresh` (event, seq, time), numbered from `first_seq`
-/// in order, skipping events already present; returns the events that were new. The unique
-/// index does the duplicate check, one probe per event.
-async fn insert_ids(
-    tx: &Transaction<'_>,
-    partition: i32,
-    first_seq: i64,
-    fresh: &[(Uuid, i64)],
-) -> Result<HashSet<Uuid>, StoreError> {
-    let events: Vec<Uuid> = fresh.iter().map(|(e, _)| *e).collect();
-    let times: Vec<i64> = fresh.iter().map(|(_, t)| *t).collect();
-    let inserted = tx
-        .query_typed(
-            r#"INSERT INTO ledger_event_ids (event_id, "partition", seq, occurred_at)
-               SELECT e, $2, $3 + n - 1, t
-               FROM unnest($1::uuid[], $4::bigint[]) WITH ORDINALITY AS u(e, t, n)
-               ON CONFLICT (event_id) DO NOTHING
-               RETURNING event_id"#,
-            &[
-                (&events, Type::UUID_ARRAY),
-                (&partition, Type::INT4),
-                (&first_seq, Type::INT8),
-                (&times, Type::INT8_ARRAY),
-            ],
-        )
-        .await
-        .map_err(map_err)?;
-    inserted.iter().map(|r| col::<Uuid>(r, 0)).collect()
-}
-
-async fn append(
-    tx: &Transaction<'_>,
-    fence: &Fence,
-    entries: &[LedgerEntry],
-    next_offset: i64,
-) -> Result<AppendOutcome, StoreError> {
-    check_fence(tx, fence, Some(next_offset)).await?;
-    let ids = entries
-        .iter()
-        .map(|e| Ids::parse(&e.columns))
-        .collect::<Result<Vec<_>, _>>()?;
-    let first_seq = next_seq(tx, fence.partition).await?;
-    // Events repeated inside the batch count once (the first).
-    let mut in_batch = HashSet::with_capacity(entries.len());
-    let mut candidates: Vec<(Uuid, i64)> = entries
-        .iter()
-        .zip(&ids)
-        .filter(|(_, i)| in_batch.insert(i.event))
-        .map(|(e, i)| (i.event, e.columns.occurred_at_micros))
-        .collect();
-    let mut new = insert_ids(tx, fence.partition, first_seq, &candidates).await?;
-    if new.len() != candidates.len() {
-        // Some were already in the ledger (a retried publish): number only the new ones, so
-        // sequences stay contiguous.
-        tx.execute_typed(
-            r#"DELETE FROM ledger_event_ids WHERE "partition" = $1 AND seq >= $2"#,
-            &[(&fence.partition, Type::INT4), (&first_seq, Type::INT8)],
-        )
-        .await
-        .map_err(map_err)?;
-        candidates.retain(|(e, _)| new.contains(e));
-        new = insert_ids(tx, fence.partition, first_seq, &candidates).await?;
-        if new.len() != candidates.len() {
-            return Err(StoreError::Conflict(format!(
-                "partition {}: ledger events appeared while appending",
-                fence.partition
-            )));
-        }
-    }
-
-    let mut seq = first_seq;
-    let mut outcome = AppendOutcome {
-        seqs: Vec::with_capacity(entries.len()),
-        ..AppendOutcome::default()
-    };
-    let mut fresh = Vec::with_capacity(new.len());
-    for (entry, ids) in entries.iter().zip(&ids) {
-        if new.remove(&ids.event) {
-            outcome.seqs.push(Some(seq));
-            fresh.push((seq, entry, ids));
-            seq = seq.saturating_add(1);
-        } else {
-            outcome.seqs.push(None);
-        }
-    }
-    outcome.inserted = fresh.len();
-    outcome.duplicates = entries.len() - fresh.len();
-    if fresh.is_empty() {
-        return Ok(outcome);
-    }
-
-    let rows: Vec<&LedgerEntry> = fresh.iter().map(|(_, e, _)| *e).collect();
-    ensure_months(tx, &rows).await?;
-    let sink = tx
-        .copy_in(&format!(
-            "COPY ledger_events ({ROW_COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await
-        .map_err(map_err)?;
-    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-    let mut writer = std::pin::pin!(writer);
-    for (seq, entry, ids) in &fresh {
-        let c = &entry.columns;
-        let values: [&(dyn ToSql + Sync); 23] = [
-            &fence.partition,
-            seq,
-            &entry.source_offset,
-            &ids.event,
-            &c.occurred_at_micros,
-            &ids.request,
-            &ids.agent,
-            &ids.parent,
-            &ids.root,
-            &ids.ancestors,
-            &c.provider,
-            &c.resource,
-            &c.operation,
-            &c.input_tokens,
-            &c.cached_input_tokens,
-            &c.output_tokens,
-            &c.calls,
-            &c.cost_micros,
-            &c.reserved_micros,
-            &c.currency,
-            &c.estimated,
-            &c.outcome,
-            &entry.datum,
-        ];
-        writer.as_mut().write(&values).await.map_err(map_err)?;
-    }
-    let copied = writer.finish().await.map_err(map_err)?;
-    if copied != fresh.len() as u64 {
-        return Err(StoreError::Unavailable(format!(
-            "copied {copied} ledger rows, expected {}",
-            fresh.len()
-        )));
-    }
-    Ok(outcome)
 }
 
 async fn seal(
@@ -380,7 +215,7 @@ impl LedgerStore for PgStore {
     ) -> Result<AppendOutcome, StoreError> {
         let fence = fence.clone();
         self.transaction(TxMode::Write, move |tx| {
-            Box::pin(async move { append(tx, &fence, &entries, next_offset).await })
+            Box::pin(async move { ledger_append::append(tx, &fence, &entries, next_offset).await })
         })
         .await
     }

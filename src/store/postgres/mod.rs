@@ -1,16 +1,17 @@
 //! The Postgres store: a deadpool pool of tokio-postgres connections (TLS per `postgresql.ssl`),
 //! the transaction helper every table module runs in, error mapping, and the `Store` wiring.
-//! SQL lives in `agents.rs`, `policies.rs`, and for the consumers `ledger.rs` (+
-//! `ledger_rows.rs`), `leases.rs`, `audit.rs`; the schema in `migrate.rs`. No session state
-//! anywhere (PgBouncer transaction mode): every statement is unnamed (`query_typed`), except
-//! the ledger's COPY, whose statement is prepared and closed inside its transaction; every lock
-//! is transaction-scoped.
+//! SQL lives in `agents.rs`, `policies.rs`, and for the consumers `ledger.rs` (with
+//! `ledger_append.rs`, `ledger_rows.rs`), `leases.rs`, `audit.rs`; the schema in `migrate.rs`.
+//! No session state anywhere (PgBouncer transaction mode): every statement is unnamed
+//! (`query_typed`), except the ledger's COPY, whose statement is prepared and closed inside its
+//! transaction; every lock is transaction-scoped.
 
 mod agents;
 mod audit;
 pub mod connect;
 mod leases;
 mod ledger;
+mod ledger_append;
 mod ledger_rows;
 pub mod migrate;
 mod policies;
