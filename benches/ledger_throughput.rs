@@ -63,6 +63,27 @@ fn event(root: AgentId, n: i64, at: i64) -> MeteringEvent {
     }
 }
 
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`; 0 elsewhere.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() -> anyhow::Result<()> {
     let bench = std::env::args().any(|a| a == "--bench");
     let mut events = if bench { 200_000 } else { 3_000 };
@@ -152,6 +173,7 @@ async fn run(total: i64, bench: bool, postgres_port: Option<u16>) -> anyhow::Res
     let mut consumer = ConsumerConfig::new("ledger", vec!["caracal.metering.events".into()]);
     consumer.idle_poll = Duration::from_millis(5);
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let task = tokio::spawn(consume::run(
         consumer,
         leases,
@@ -175,10 +197,12 @@ async fn run(total: i64, bench: bool, postgres_port: Option<u16>) -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let ingest = started.elapsed();
+    let ingest_cpu = cpu_seconds() - cpu_started;
     let _ = stop.send(true);
     task.await.context("consumer task")?;
 
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let summary = verify::verify_range(ledger.as_ref(), i64::MIN, i64::MAX, |r| {
         if !r.ok() {
             eprintln!("verification failure: {:?}", r.failures);
@@ -186,18 +210,19 @@ async fn run(total: i64, bench: bool, postgres_port: Option<u16>) -> anyhow::Res
     })
     .await?;
     let verifying = started.elapsed();
+    let verify_cpu = cpu_seconds() - cpu_started;
     if summary.failed_batches != 0 || i64::try_from(summary.rows)? != sealed || sealed == 0 {
         bail!("verification disagrees: {summary:?}, {sealed} rows sealed");
     }
     let rate = |n: i64, d: Duration| n as f64 / d.as_secs_f64();
     println!(
-        "ledger ingest ({backend}): {rows} events in {:.2} s = {:.0} events/s ({sealed} sealed in {} batches of {batch})",
+        "ledger ingest ({backend}): {rows} events in {:.2} s = {:.0} events/s ({sealed} sealed in {} batches of {batch}; {ingest_cpu:.2} CPU s in this process)",
         ingest.as_secs_f64(),
         rate(rows, ingest),
         summary.batches
     );
     println!(
-        "verify-range ({backend}):  {} events in {:.2} s = {:.0} events/s",
+        "verify-range ({backend}):  {} events in {:.2} s = {:.0} events/s ({verify_cpu:.2} CPU s in this process)",
         summary.rows,
         verifying.as_secs_f64(),
         rate(i64::try_from(summary.rows)?, verifying)

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::core::events::Outcome;
 use crate::core::money::Currency;
-use crate::store::ledger::LedgerColumns;
+use crate::store::ledger::{AncestorsView, ColumnsView, LedgerColumns};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a MeteringEvent datum: {what} at byte {at}")]
@@ -182,28 +182,44 @@ impl SameAs<bool> for bool {
     }
 }
 
-impl SameAs<&str> for String {
+impl SameAs<&str> for &str {
     fn same_as(&self, sealed: &&str) -> bool {
         self == sealed
     }
 }
 
-impl SameAs<Cow<'_, str>> for String {
+impl SameAs<Cow<'_, str>> for &str {
     fn same_as(&self, sealed: &Cow<'_, str>) -> bool {
-        self.as_str() == sealed.as_ref()
+        *self == sealed.as_ref()
     }
 }
 
-impl SameAs<Option<Cow<'_, str>>> for Option<String> {
+impl SameAs<Option<Cow<'_, str>>> for Option<&str> {
     fn same_as(&self, sealed: &Option<Cow<'_, str>>) -> bool {
-        self.as_deref() == sealed.as_deref()
+        *self == sealed.as_deref()
     }
 }
 
-impl SameAs<Vec<Cow<'_, str>>> for Vec<String> {
+impl SameAs<Vec<Cow<'_, str>>> for AncestorsView<'_> {
     fn same_as(&self, sealed: &Vec<Cow<'_, str>>) -> bool {
-        self.len() == sealed.len() && self.iter().zip(sealed).all(|(a, b)| a.same_as(b))
+        self.iter().eq(sealed.iter().map(|a| a.as_ref()))
     }
+}
+
+/// A stored value as a `LedgerColumns` field prints (`Debug`).
+trait Shown {
+    fn shown(&self) -> String;
+}
+
+impl<T: std::fmt::Debug> Shown for T {
+    fn shown(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// The ancestor ids as a `Vec<String>` prints.
+fn shown_ancestors(ancestors: &AncestorsView<'_>) -> String {
+    format!("{:?}", ancestors.iter().collect::<Vec<_>>())
 }
 
 impl ColumnsRef<'_> {
@@ -240,14 +256,14 @@ impl ColumnsRef<'_> {
     /// these sealed ones (values in `Debug` form, as a `LedgerColumns` field prints).
     pub fn first_difference(
         &self,
-        stored: &LedgerColumns,
+        stored: &ColumnsView<'_>,
     ) -> Option<(&'static str, String, String)> {
         macro_rules! compare {
             ($($field:ident),+) => {
                 $(if !stored.$field.same_as(&self.$field) {
                     return Some((
                         stringify!($field),
-                        format!("{:?}", stored.$field),
+                        stored.$field.shown(),
                         format!("{:?}", self.$field),
                     ));
                 })+
@@ -259,8 +275,16 @@ impl ColumnsRef<'_> {
             request_id,
             agent_id,
             parent_id,
-            root_agent_id,
-            ancestor_ids,
+            root_agent_id
+        );
+        if !stored.ancestor_ids.same_as(&self.ancestor_ids) {
+            return Some((
+                "ancestor_ids",
+                shown_ancestors(&stored.ancestor_ids),
+                format!("{:?}", self.ancestor_ids),
+            ));
+        }
+        compare!(
             provider,
             resource,
             operation,
@@ -447,7 +471,14 @@ mod tests {
             let datum = avro::encode_datum(&event).unwrap();
             let columns = LedgerColumns::from_event(&event);
             prop_assert_eq!(columns_of(&datum).unwrap(), columns.clone());
-            prop_assert_eq!(columns_ref(&datum).unwrap().first_difference(&columns), None);
+            let row = crate::store::ledger::StoredRow {
+                partition: 0,
+                seq: 0,
+                source_offset: 0,
+                columns,
+                datum: datum.clone(),
+            };
+            prop_assert_eq!(columns_ref(&datum).unwrap().first_difference(&row.view().columns), None);
         }
 
         #[test]
@@ -470,24 +501,38 @@ mod tests {
         let event = event(3, 987_654_321, BTreeMap::new(), true);
         let datum = avro::encode_datum(&event).unwrap();
         let sealed = LedgerColumns::from_event(&event);
+        let row = |columns: LedgerColumns| crate::store::ledger::StoredRow {
+            partition: 0,
+            seq: 0,
+            source_offset: 0,
+            columns,
+            datum: datum.clone(),
+        };
+        let decoded = columns_ref(&datum).unwrap();
+
         let mut stored = sealed.clone();
         stored.cost_micros += 1;
         stored.ancestor_ids.pop();
-        let borrowed = columns_ref(&datum).unwrap().first_difference(&stored);
-        assert_eq!(
-            borrowed,
-            Some((
-                "ancestor_ids",
-                format!("{:?}", stored.ancestor_ids),
-                format!("{:?}", sealed.ancestor_ids)
-            ))
-        );
+        let expected = Some((
+            "ancestor_ids",
+            format!("{:?}", stored.ancestor_ids),
+            format!("{:?}", sealed.ancestor_ids),
+        ));
+        let altered = row(stored.clone());
+        assert_eq!(decoded.first_difference(&altered.view().columns), expected);
+        // The embedded store's joined form reads the same.
+        let joined = format!(",{},", stored.ancestor_ids.join(","));
+        let mut view = altered.view().columns;
+        view.ancestor_ids = AncestorsView::Joined(&joined);
+        assert_eq!(decoded.first_difference(&view), expected);
+
         let mut stored = sealed.clone();
         stored.currency = "GBP".into();
         assert_eq!(
-            columns_ref(&datum).unwrap().first_difference(&stored),
+            decoded.first_difference(&row(stored).view().columns),
             Some(("currency", "\"GBP\"".into(), "\"EUR\"".into()))
         );
+        assert_eq!(decoded.first_difference(&row(sealed).view().columns), None);
     }
 
     #[test]

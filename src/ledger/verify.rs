@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::columns::columns_ref;
 use crate::core::checkpoint::{BatchHeader, VerifyingKey};
 use crate::core::merkle::{self, Hash};
-use crate::store::ledger::{hex, LedgerStore, SealedBatch, StoredRow};
+use crate::store::ledger::{hex, LedgerStore, RowRef, SealedBatch, StoredRow};
 use crate::store::StoreError;
 
 /// One thing wrong with a sealed batch or a row in it.
@@ -130,10 +130,40 @@ pub fn check_batch(
     previous: Option<&SealedBatch>,
     keys: &KeyRing,
 ) -> BatchReport {
-    let leaves: Vec<(i64, &[u8])> = rows.iter().map(|r| (r.seq, r.datum.as_slice())).collect();
-    let mut report = check_sealed(batch, &leaves, previous, keys);
-    report.failures.extend(rows.iter().filter_map(check_row));
-    report
+    let mut checks = RowChecks::default();
+    for row in rows {
+        checks.check(row.view());
+    }
+    checks.report(batch, previous, keys)
+}
+
+/// What checking a batch's rows one at a time collects: each row's leaf hash and the rows whose
+/// columns disagree with their sealed bytes. Rows are seen once and never kept.
+#[derive(Debug, Default)]
+pub struct RowChecks {
+    leaves: Vec<(i64, Hash)>,
+    failures: Vec<Failure>,
+}
+
+impl RowChecks {
+    pub fn check(&mut self, row: RowRef<'_>) {
+        self.leaves.push((row.seq, merkle::leaf_hash(row.datum)));
+        if let Some(failure) = check_row(&row) {
+            self.failures.push(failure);
+        }
+    }
+
+    /// The batch's report: its seal (`check_sealed_leaves`), then its rows.
+    pub fn report(
+        self,
+        batch: &SealedBatch,
+        previous: Option<&SealedBatch>,
+        keys: &KeyRing,
+    ) -> BatchReport {
+        let mut report = check_sealed_leaves(batch, &self.leaves, previous, keys);
+        report.failures.extend(self.failures);
+        report
+    }
 }
 
 /// Checks the seal of one batch against its rows' sealed bytes (`(seq, datum)` in sequence
@@ -141,6 +171,20 @@ pub fn check_batch(
 pub fn check_sealed(
     batch: &SealedBatch,
     rows: &[(i64, &[u8])],
+    previous: Option<&SealedBatch>,
+    keys: &KeyRing,
+) -> BatchReport {
+    let leaves: Vec<(i64, Hash)> = rows
+        .iter()
+        .map(|(seq, datum)| (*seq, merkle::leaf_hash(datum)))
+        .collect();
+    check_sealed_leaves(batch, &leaves, previous, keys)
+}
+
+/// `check_sealed` from the rows' leaf hashes (`(seq, leaf)` in sequence order).
+pub fn check_sealed_leaves(
+    batch: &SealedBatch,
+    rows: &[(i64, Hash)],
     previous: Option<&SealedBatch>,
     keys: &KeyRing,
 ) -> BatchReport {
@@ -179,7 +223,7 @@ pub fn check_sealed(
     let leaves: Vec<Hash> = rows
         .iter()
         .filter(|(seq, _)| *seq >= h.first_seq && *seq <= h.last_seq)
-        .map(|(_, datum)| merkle::leaf_hash(datum))
+        .map(|(_, leaf)| *leaf)
         .collect();
     let computed = merkle::root(&leaves);
     if computed != Some(h.root) {
@@ -239,8 +283,8 @@ fn missing_seqs(h: &BatchHeader, seqs: impl Iterator<Item = i64>) -> Vec<i64> {
 }
 
 /// A row whose columns disagree with its sealed bytes.
-pub fn check_row(row: &StoredRow) -> Option<Failure> {
-    let sealed = match columns_ref(&row.datum) {
+pub fn check_row(row: &RowRef<'_>) -> Option<Failure> {
+    let sealed = match columns_ref(row.datum) {
         Ok(columns) => columns,
         Err(e) => {
             return Some(Failure::RowUndecodable {
@@ -253,7 +297,7 @@ pub fn check_row(row: &StoredRow) -> Option<Failure> {
         .first_difference(&row.columns)
         .map(|(column, stored, sealed)| Failure::RowAltered {
             seq: row.seq,
-            event_id: row.columns.event_id.clone(),
+            event_id: row.columns.event_id.to_owned(),
             column: column.to_owned(),
             stored,
             sealed,
@@ -314,11 +358,29 @@ pub async fn verify_range(
                 let keys = Arc::clone(&keys);
                 Box::pin(async move {
                     let h = &batch.header;
-                    let rows = store
-                        .ledger_rows(h.partition, h.first_seq, h.last_seq)
+                    // Rows are checked as the store lends them, none copied out.
+                    let checks = Arc::new(std::sync::Mutex::new(RowChecks::default()));
+                    let collect = Arc::clone(&checks);
+                    store
+                        .visit_ledger_rows(
+                            h.partition,
+                            h.first_seq,
+                            h.last_seq,
+                            Box::new(move |row| {
+                                if let Ok(mut checks) = collect.lock() {
+                                    checks.check(row);
+                                }
+                            }),
+                        )
                         .await?;
+                    let checks = Arc::try_unwrap(checks)
+                        .ok()
+                        .and_then(|m| m.into_inner().ok())
+                        .ok_or_else(|| {
+                            StoreError::Unavailable("row checks still borrowed".into())
+                        })?;
                     joined(tokio::task::spawn_blocking(move || {
-                        check_batch(&batch, &rows, before.as_ref(), &keys)
+                        checks.report(&batch, before.as_ref(), &keys)
                     }))
                     .await
                 })

@@ -89,6 +89,95 @@ pub struct StoredRow {
     pub datum: Vec<u8>,
 }
 
+impl StoredRow {
+    /// The row lent as a `RowRef`.
+    pub fn view(&self) -> RowRef<'_> {
+        let c = &self.columns;
+        RowRef {
+            seq: self.seq,
+            columns: ColumnsView {
+                event_id: &c.event_id,
+                occurred_at_micros: c.occurred_at_micros,
+                request_id: &c.request_id,
+                agent_id: &c.agent_id,
+                parent_id: c.parent_id.as_deref(),
+                root_agent_id: &c.root_agent_id,
+                ancestor_ids: AncestorsView::List(&c.ancestor_ids),
+                provider: &c.provider,
+                resource: &c.resource,
+                operation: &c.operation,
+                input_tokens: c.input_tokens,
+                cached_input_tokens: c.cached_input_tokens,
+                output_tokens: c.output_tokens,
+                calls: c.calls,
+                cost_micros: c.cost_micros,
+                reserved_micros: c.reserved_micros,
+                currency: &c.currency,
+                estimated: c.estimated,
+                outcome: &c.outcome,
+            },
+            datum: &self.datum,
+        }
+    }
+}
+
+/// A ledger row lent by the store for one call of a `RowVisitor`: verification reads every row
+/// of a range, and copying each out of the store would cost more than checking it.
+#[derive(Debug, Clone, Copy)]
+pub struct RowRef<'a> {
+    pub seq: i64,
+    pub columns: ColumnsView<'a>,
+    pub datum: &'a [u8],
+}
+
+/// `LedgerColumns`, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnsView<'a> {
+    pub event_id: &'a str,
+    pub occurred_at_micros: i64,
+    pub request_id: &'a str,
+    pub agent_id: &'a str,
+    pub parent_id: Option<&'a str>,
+    pub root_agent_id: &'a str,
+    pub ancestor_ids: AncestorsView<'a>,
+    pub provider: &'a str,
+    pub resource: &'a str,
+    pub operation: &'a str,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    pub calls: i64,
+    pub cost_micros: i64,
+    pub reserved_micros: i64,
+    pub currency: &'a str,
+    pub estimated: bool,
+    pub outcome: &'a str,
+}
+
+/// A row's ancestor ids as its store keeps them, nearest first.
+#[derive(Debug, Clone, Copy)]
+pub enum AncestorsView<'a> {
+    /// `",a,b,"`: every id wrapped in commas (the embedded store's column).
+    Joined(&'a str),
+    List(&'a [String]),
+}
+
+impl<'a> AncestorsView<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let (joined, list): (Option<&'a str>, &'a [String]) = match *self {
+            AncestorsView::Joined(text) => (Some(text), &[]),
+            AncestorsView::List(list) => (None, list),
+        };
+        joined
+            .into_iter()
+            .flat_map(|t| t.split(',').filter(|s| !s.is_empty()))
+            .chain(list.iter().map(String::as_str))
+    }
+}
+
+/// Called once per row, in sequence order, by `LedgerStore::visit_ledger_rows`.
+pub type RowVisitor = Box<dyn FnMut(RowRef<'_>) + Send>;
+
 /// What an append did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -212,6 +301,22 @@ pub trait LedgerStore: Send + Sync {
         first: i64,
         last: i64,
     ) -> Result<Vec<StoredRow>, StoreError>;
+
+    /// Lends rows `first..=last` of a partition to `visit`, in sequence order (gaps show as
+    /// missing), without copying them out of the store where it can. The default reads them
+    /// with `ledger_rows`.
+    async fn visit_ledger_rows(
+        &self,
+        partition: i32,
+        first: i64,
+        last: i64,
+        mut visit: RowVisitor,
+    ) -> Result<(), StoreError> {
+        for row in self.ledger_rows(partition, first, last).await? {
+            visit(row.view());
+        }
+        Ok(())
+    }
 
     /// `(seq, datum)` of rows `first..=last` of a partition, in sequence order: what checking a
     /// seal needs, without the decoded columns.

@@ -6,70 +6,18 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::leases::check_fence;
+use super::ledger_rows::{self, join_ids, row_from, ROW_COLUMNS};
 use super::{corrupt, map_err, SqliteStore};
 use crate::core::checkpoint::BatchHeader;
 use crate::store::leases::Fence;
 use crate::store::ledger::{
-    AppendOutcome, CurrencyTotal, LedgerColumns, LedgerEntry, LedgerQuery, LedgerStore,
-    PartitionHead, SealedBatch, StoredRow,
+    AppendOutcome, CurrencyTotal, LedgerEntry, LedgerQuery, LedgerStore, PartitionHead, RowVisitor,
+    SealedBatch, StoredRow,
 };
 use crate::store::StoreError;
 
-const ROW_COLUMNS: &str = r#""partition", seq, source_offset, event_id, occurred_at, request_id,
-    agent_id, parent_id, root_agent_id, ancestor_ids, provider, resource, operation,
-    input_tokens, cached_input_tokens, output_tokens, calls, cost_micros, reserved_micros,
-    currency, estimated, outcome, datum"#;
-
 const BATCH_COLUMNS: &str = r#""partition", batch_number, first_seq, last_seq, count, root,
     prev_root, first_time, last_time, key_id, signature, sealed_at"#;
-
-/// `",a,b,"`: every id wrapped in commas, so `LIKE '%,id,%'` matches one whole id.
-fn join_ids(ids: &[String]) -> String {
-    let mut text = String::from(",");
-    for id in ids {
-        text.push_str(id);
-        text.push(',');
-    }
-    text
-}
-
-fn split_ids(text: &str) -> Vec<String> {
-    text.split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn row_from(r: &Row<'_>) -> rusqlite::Result<StoredRow> {
-    let ancestors: String = r.get(9)?;
-    Ok(StoredRow {
-        partition: r.get(0)?,
-        seq: r.get(1)?,
-        source_offset: r.get(2)?,
-        columns: LedgerColumns {
-            event_id: r.get(3)?,
-            occurred_at_micros: r.get(4)?,
-            request_id: r.get(5)?,
-            agent_id: r.get(6)?,
-            parent_id: r.get(7)?,
-            root_agent_id: r.get(8)?,
-            ancestor_ids: split_ids(&ancestors),
-            provider: r.get(10)?,
-            resource: r.get(11)?,
-            operation: r.get(12)?,
-            input_tokens: r.get(13)?,
-            cached_input_tokens: r.get(14)?,
-            output_tokens: r.get(15)?,
-            calls: r.get(16)?,
-            cost_micros: r.get(17)?,
-            reserved_micros: r.get(18)?,
-            currency: r.get(19)?,
-            estimated: r.get(20)?,
-            outcome: r.get(21)?,
-        },
-        datum: r.get(22)?,
-    })
-}
 
 fn hash_from(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
     <[u8; 32]>::try_from(bytes.as_slice())
@@ -388,6 +336,17 @@ impl LedgerStore for SqliteStore {
             )
         })
         .await
+    }
+
+    async fn visit_ledger_rows(
+        &self,
+        partition: i32,
+        first: i64,
+        last: i64,
+        mut visit: RowVisitor,
+    ) -> Result<(), StoreError> {
+        self.read(move |tx| ledger_rows::visit(tx, partition, first, last, &mut visit))
+            .await
     }
 
     async fn ledger_datums(

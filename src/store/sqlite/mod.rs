@@ -7,6 +7,7 @@ mod agents;
 mod audit;
 mod leases;
 mod ledger;
+mod ledger_rows;
 mod policies;
 
 use std::path::{Path, PathBuf};
