@@ -80,7 +80,8 @@ fn cpu_seconds() -> f64 {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    // utime and stime are fields 14 and 15 of the whole line (12 and 13 after the name), in
+    // clock ticks: 100 per second on Linux (`getconf CLK_TCK`).
     (ticks(11) + ticks(12)) / 100.0
 }
 

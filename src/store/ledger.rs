@@ -130,6 +130,33 @@ pub struct RowRef<'a> {
     pub datum: &'a [u8],
 }
 
+impl ColumnsView<'_> {
+    /// The owned columns.
+    pub fn to_columns(&self) -> LedgerColumns {
+        LedgerColumns {
+            event_id: self.event_id.to_owned(),
+            occurred_at_micros: self.occurred_at_micros,
+            request_id: self.request_id.to_owned(),
+            agent_id: self.agent_id.to_owned(),
+            parent_id: self.parent_id.map(str::to_owned),
+            root_agent_id: self.root_agent_id.to_owned(),
+            ancestor_ids: self.ancestor_ids.iter().map(str::to_owned).collect(),
+            provider: self.provider.to_owned(),
+            resource: self.resource.to_owned(),
+            operation: self.operation.to_owned(),
+            input_tokens: self.input_tokens,
+            cached_input_tokens: self.cached_input_tokens,
+            output_tokens: self.output_tokens,
+            calls: self.calls,
+            cost_micros: self.cost_micros,
+            reserved_micros: self.reserved_micros,
+            currency: self.currency.to_owned(),
+            estimated: self.estimated,
+            outcome: self.outcome.to_owned(),
+        }
+    }
+}
+
 /// `LedgerColumns`, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct ColumnsView<'a> {

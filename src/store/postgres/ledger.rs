@@ -248,32 +248,7 @@ impl LedgerStore for PgStore {
     }
 
     async fn ledger_head(&self, partition: i32) -> Result<PartitionHead, StoreError> {
-        // Two single statements, the batch first: rows only grow, so the sequence read second
-        // is at or past the batch's end.
-        let last_batch = self
-            .query_once(
-                &format!(
-                    r#"SELECT {BATCH_COLUMNS} FROM merkle_batches WHERE "partition" = $1
-                       ORDER BY batch_number DESC LIMIT 1"#
-                ),
-                &[(&partition, Type::INT4)],
-            )
-            .await?
-            .first()
-            .map(batch_from)
-            .transpose()?;
-        let max = self
-            .query_once(
-                r#"SELECT max(seq) FROM ledger_event_ids WHERE "partition" = $1"#,
-                &[(&partition, Type::INT4)],
-            )
-            .await?;
-        let max: Option<i64> = col(&max[0], 0)?;
-        Ok(PartitionHead {
-            partition,
-            next_seq: max.map_or(0, |m| m.saturating_add(1)),
-            last_batch,
-        })
+        self.read(move |tx| Box::pin(head(tx, partition))).await
     }
 
     async fn ledger_rows(

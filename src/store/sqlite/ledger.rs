@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::leases::check_fence;
-use super::ledger_rows::{self, join_ids, row_from, ROW_COLUMNS};
+use super::ledger_rows::{self, join_ids, rows, ROW_COLUMNS};
 use super::{corrupt, map_err, SqliteStore};
 use crate::core::checkpoint::BatchHeader;
 use crate::store::leases::Fence;
@@ -214,24 +214,6 @@ fn seal(
     })
     .map_err(map_err)?;
     Ok(())
-}
-
-fn rows(
-    tx: &Transaction<'_>,
-    sql_where: &str,
-    args: impl rusqlite::Params,
-) -> Result<Vec<StoredRow>, StoreError> {
-    let mut stmt = tx
-        .prepare_cached(&format!(
-            "SELECT {ROW_COLUMNS} FROM ledger_events WHERE {sql_where}"
-        ))
-        .map_err(map_err)?;
-    let rows = stmt
-        .query_map(args, row_from)
-        .map_err(map_err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(map_err);
-    rows
 }
 
 fn query(
