@@ -3,8 +3,8 @@
 //! `verify-range` over everything. Prints events/s for both. Under `cargo test` (no
 //! `--bench`) it runs a small smoke size and checks the counts only.
 //!
-//! `cargo bench --bench ledger_throughput -- [EVENTS] [--postgres-port PORT]` (default 200000
-//! events, embedded SQLite store). With `--postgres-port` the ledger store is the Postgres at
+//! `cargo bench --bench ledger_throughput -- [EVENTS] [--postgres-port PORT] [--verify-runs K]`
+//! (default 200000 events, embedded SQLite store; `--verify-runs` repeats verification). With `--postgres-port` the ledger store is the Postgres at
 //! 127.0.0.1:PORT (user `postgres`, database `caracal_bench`, migrated here);
 //! `scripts/bench-ledger-postgres.sh` starts a throwaway server and runs it that way.
 
@@ -89,11 +89,15 @@ fn main() -> anyhow::Result<()> {
     let bench = std::env::args().any(|a| a == "--bench");
     let mut events = if bench { 200_000 } else { 3_000 };
     let mut postgres_port = None;
+    let mut verify_runs = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--postgres-port" {
             let port = args.next().context("--postgres-port needs a port")?;
             postgres_port = Some(port.parse::<u16>().context("--postgres-port")?);
+        } else if arg == "--verify-runs" {
+            let runs = args.next().context("--verify-runs needs a count")?;
+            verify_runs = runs.parse::<u32>().context("--verify-runs")?.max(1);
         } else if let Ok(n) = arg.parse::<i64>() {
             events = n;
         }
@@ -102,7 +106,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(events, bench, postgres_port))
+    runtime.block_on(run(events, bench, postgres_port, verify_runs))
 }
 
 /// The store under test behind both traits the ledger consumer needs.
@@ -131,7 +135,12 @@ async fn open_store(
     Ok((store.clone(), store))
 }
 
-async fn run(total: i64, bench: bool, postgres_port: Option<u16>) -> anyhow::Result<()> {
+async fn run(
+    total: i64,
+    bench: bool,
+    postgres_port: Option<u16>,
+    verify_runs: u32,
+) -> anyhow::Result<()> {
     // Full-size batches for numbers; small ones in the smoke run so it seals something.
     let batch: i64 = if bench { 1_000 } else { 50 };
     let dir = tempfile::tempdir()?;
@@ -202,32 +211,34 @@ async fn run(total: i64, bench: bool, postgres_port: Option<u16>) -> anyhow::Res
     let _ = stop.send(true);
     task.await.context("consumer task")?;
 
-    let started = Instant::now();
-    let cpu_started = cpu_seconds();
-    let summary = verify::verify_range(ledger.as_ref(), i64::MIN, i64::MAX, |r| {
-        if !r.ok() {
-            eprintln!("verification failure: {:?}", r.failures);
-        }
-    })
-    .await?;
-    let verifying = started.elapsed();
-    let verify_cpu = cpu_seconds() - cpu_started;
-    if summary.failed_batches != 0 || i64::try_from(summary.rows)? != sealed || sealed == 0 {
-        bail!("verification disagrees: {summary:?}, {sealed} rows sealed");
-    }
     let rate = |n: i64, d: Duration| n as f64 / d.as_secs_f64();
     println!(
-        "ledger ingest ({backend}): {rows} events in {:.2} s = {:.0} events/s ({sealed} sealed in {} batches of {batch}; {ingest_cpu:.2} CPU s in this process)",
+        "ledger ingest ({backend}): {rows} events in {:.2} s = {:.0} events/s ({sealed} sealed in batches of {batch}; {ingest_cpu:.2} CPU s in this process)",
         ingest.as_secs_f64(),
         rate(rows, ingest),
-        summary.batches
     );
-    println!(
-        "verify-range ({backend}):  {} events in {:.2} s = {:.0} events/s ({verify_cpu:.2} CPU s in this process)",
-        summary.rows,
-        verifying.as_secs_f64(),
-        rate(i64::try_from(summary.rows)?, verifying)
-    );
+    for _ in 0..verify_runs {
+        let started = Instant::now();
+        let cpu_started = cpu_seconds();
+        let summary = verify::verify_range(ledger.as_ref(), i64::MIN, i64::MAX, |r| {
+            if !r.ok() {
+                eprintln!("verification failure: {:?}", r.failures);
+            }
+        })
+        .await?;
+        let verifying = started.elapsed();
+        let verify_cpu = cpu_seconds() - cpu_started;
+        if summary.failed_batches != 0 || i64::try_from(summary.rows)? != sealed || sealed == 0 {
+            bail!("verification disagrees: {summary:?}, {sealed} rows sealed");
+        }
+        println!(
+            "verify-range ({backend}):  {} events in {} batches, {:.2} s = {:.0} events/s ({verify_cpu:.2} CPU s in this process)",
+            summary.rows,
+            summary.batches,
+            verifying.as_secs_f64(),
+            rate(i64::try_from(summary.rows)?, verifying)
+        );
+    }
     if !bench {
         println!(
             "(smoke run under cargo test; `cargo bench --bench ledger_throughput` for numbers)"

@@ -250,6 +250,11 @@ impl Currency {
         Ok(Currency([bytes[0], bytes[1], bytes[2]]))
     }
 
+    /// Whether `text` is a currency code exactly as `as_str` prints one (no parsing needed).
+    pub fn is_printed_form(text: &str) -> bool {
+        KNOWN_CURRENCIES.contains(&text)
+    }
+
     pub fn as_str(&self) -> &str {
         // Constructed only from ASCII codes of KNOWN_CURRENCIES.
         std::str::from_utf8(&self.0).unwrap_or("???")

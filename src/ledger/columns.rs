@@ -19,17 +19,17 @@ pub struct DatumError {
     pub at: usize,
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+pub(super) struct Reader<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn fail<T>(&self, what: &'static str) -> Result<T, DatumError> {
+    pub(super) fn fail<T>(&self, what: &'static str) -> Result<T, DatumError> {
         Err(DatumError { what, at: self.at })
     }
 
-    fn long(&mut self) -> Result<i64, DatumError> {
+    pub(super) fn long(&mut self) -> Result<i64, DatumError> {
         let mut value: u64 = 0;
         for shift in (0..64).step_by(7) {
             let Some(&byte) = self.bytes.get(self.at) else {
@@ -44,21 +44,21 @@ impl<'a> Reader<'a> {
         self.fail("varint longer than 10 bytes")
     }
 
-    fn count(&mut self, what: &'static str) -> Result<usize, DatumError> {
+    pub(super) fn count(&mut self, what: &'static str) -> Result<usize, DatumError> {
         match usize::try_from(self.long()?) {
             Ok(n) if n <= self.bytes.len() - self.at => Ok(n),
             _ => self.fail(what),
         }
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], DatumError> {
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], DatumError> {
         let len = self.count("string length out of range")?;
         let slice = &self.bytes[self.at..self.at + len];
         self.at += len;
         Ok(slice)
     }
 
-    fn string(&mut self) -> Result<&'a str, DatumError> {
+    pub(super) fn string(&mut self) -> Result<&'a str, DatumError> {
         let at = self.at;
         std::str::from_utf8(self.bytes()?).map_err(|_| DatumError {
             what: "string is not UTF-8",
@@ -66,7 +66,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn uuid(&mut self) -> Result<Cow<'a, str>, DatumError> {
+    pub(super) fn uuid(&mut self) -> Result<Cow<'a, str>, DatumError> {
         let at = self.at;
         let text = self.string()?;
         if is_canonical_uuid(text) {
@@ -80,7 +80,7 @@ impl<'a> Reader<'a> {
             })
     }
 
-    fn count_long(&mut self) -> Result<i64, DatumError> {
+    pub(super) fn count_long(&mut self) -> Result<i64, DatumError> {
         let n = self.long()?;
         if n < 0 {
             return self.fail("negative count");
@@ -88,7 +88,7 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn union_index(&mut self, branches: i64) -> Result<i64, DatumError> {
+    pub(super) fn union_index(&mut self, branches: i64) -> Result<i64, DatumError> {
         let index = self.long()?;
         if !(0..branches).contains(&index) {
             return self.fail("union branch out of range");
@@ -96,7 +96,7 @@ impl<'a> Reader<'a> {
         Ok(index)
     }
 
-    fn enum_index(&mut self, symbols: usize) -> Result<usize, DatumError> {
+    pub(super) fn enum_index(&mut self, symbols: usize) -> Result<usize, DatumError> {
         match usize::try_from(self.long()?) {
             Ok(i) if i < symbols => Ok(i),
             _ => self.fail("enum symbol out of range"),
@@ -104,7 +104,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An array or map: calls `item` once per element, across blocks.
-    fn blocks(
+    pub(super) fn blocks(
         &mut self,
         mut item: impl FnMut(&mut Self) -> Result<(), DatumError>,
     ) -> Result<(), DatumError> {
@@ -130,13 +130,32 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Lowercase hex digits, by byte.
+const LOWER_HEX: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b'0'..=b'9' | b'a'..=b'f');
+        b += 1;
+    }
+    table
+};
+
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in lowercase hex: the form `Uuid` prints, kept as is.
-fn is_canonical_uuid(text: &str) -> bool {
-    text.len() == 36
-        && text.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
-        })
+pub(super) fn is_canonical_uuid(text: &str) -> bool {
+    is_canonical_uuid_bytes(text.as_bytes())
+}
+
+/// `is_canonical_uuid` of bytes (which are then ASCII).
+pub(super) fn is_canonical_uuid_bytes(b: &[u8]) -> bool {
+    b.len() == 36
+        && b[8] == b'-'
+        && b[13] == b'-'
+        && b[18] == b'-'
+        && b[23] == b'-'
+        && [&b[..8], &b[9..13], &b[14..18], &b[19..23], &b[24..]]
+            .iter()
+            .all(|group| group.iter().all(|&c| LOWER_HEX[usize::from(c)]))
 }
 
 /// The ledger columns of a MeteringEvent datum, borrowing its strings (a UUID is copied only
@@ -402,7 +421,7 @@ pub fn columns_ref(datum: &[u8]) -> Result<ColumnsRef<'_>, DatumError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
     use std::collections::BTreeMap;
 
@@ -415,7 +434,7 @@ mod tests {
     use crate::core::money::Micros;
     use crate::core::policy::PolicyId;
 
-    fn event(
+    pub(crate) fn event(
         seed: u128,
         big: u64,
         metadata: BTreeMap<String, String>,

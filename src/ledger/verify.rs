@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::columns::columns_ref;
+use super::row_match::stored_matches_sealed;
 use crate::core::checkpoint::{BatchHeader, VerifyingKey};
 use crate::core::merkle::{self, Hash};
 use crate::store::ledger::{hex, LedgerStore, RowRef, SealedBatch, StoredRow};
@@ -284,6 +285,9 @@ fn missing_seqs(h: &BatchHeader, seqs: impl Iterator<Item = i64>) -> Vec<i64> {
 
 /// A row whose columns disagree with its sealed bytes.
 pub fn check_row(row: &RowRef<'_>) -> Option<Failure> {
+    if stored_matches_sealed(row.datum, &row.columns) {
+        return None;
+    }
     let sealed = match columns_ref(row.datum) {
         Ok(columns) => columns,
         Err(e) => {

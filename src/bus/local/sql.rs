@@ -81,6 +81,7 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, BusError> {
         .map_err(unavailable)?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(unavailable)?;
+    crate::embedded_db::stable_plans(&conn).map_err(unavailable)?;
     Ok(conn)
 }
 
@@ -91,6 +92,7 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, BusError> {
         | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags).map_err(unavailable)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    crate::embedded_db::stable_plans(&conn).map_err(unavailable)?;
     Ok(conn)
 }
 

@@ -54,7 +54,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    readers: Vec<Arc<Mutex<Connection>>>,
+    readers: Arc<[Mutex<Connection>]>,
     next_reader: std::sync::atomic::AtomicUsize,
     path: PathBuf,
     /// Stops the checkpointer thread when the store is dropped.
@@ -76,6 +76,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         .map_err(unavailable)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(unavailable)?;
+    crate::embedded_db::stable_plans(&conn).map_err(unavailable)?;
     Ok(conn)
 }
 
@@ -122,9 +123,9 @@ impl SqliteStore {
                 reader
                     .pragma_update(None, "mmap_size", READ_MMAP_BYTES)
                     .map_err(unavailable)?;
-                Ok(Arc::new(Mutex::new(reader)))
+                Ok(Mutex::new(reader))
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .collect::<Result<Arc<[_]>, StoreError>>()?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             readers,
@@ -175,15 +176,21 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        if self.readers.is_empty() {
+            return self.transaction(TransactionBehavior::Deferred, f).await;
+        }
         let turn = self
             .next_reader
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Some(reader) = self.readers.get(turn % self.readers.len().max(1)) else {
-            return self.transaction(TransactionBehavior::Deferred, f).await;
-        };
-        let conn = Arc::clone(reader);
+        let readers = Arc::clone(&self.readers);
         run_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| poisoned())?;
+            // A free reader if there is one (from this call's turn on), else wait for the turn's.
+            let n = readers.len();
+            let free = (0..n).find_map(|i| readers[(turn + i) % n].try_lock().ok());
+            let mut guard = match free {
+                Some(guard) => guard,
+                None => readers[turn % n].lock().map_err(|_| poisoned())?,
+            };
             let tx = guard
                 .transaction_with_behavior(TransactionBehavior::Deferred)
                 .map_err(map_err)?;
