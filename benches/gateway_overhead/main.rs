@@ -257,7 +257,9 @@ async fn bench(
             continue;
         };
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let cpu_before = pid.and_then(cpu_ticks);
         let through = run(plan, gateway, rate).await;
+        let cpu_ticks_used = pid.and_then(cpu_ticks).zip(cpu_before).map(|(a, b)| a - b);
         print_run(rate, gateway.name, &through);
         let added = |q| Some(signed_ms(through.quantile(q)?) - signed_ms(base.quantile(q)?));
         let cell = |q| added(q).map_or("-".to_owned(), |ms| format!("{ms:+.3}"));
@@ -270,6 +272,18 @@ async fn bench(
         );
         if let Some(pid) = pid {
             println!("{:>7}  gateway RSS: {}", "", rss(pid));
+        }
+        if let Some(ticks) = cpu_ticks_used {
+            // The gateway's CPU over the whole run (warm-up included), per request of the run.
+            let seconds = ticks as f64 / CLOCK_TICKS_PER_S;
+            let warmup = (plan.warmup.as_secs_f64() * rate).round();
+            let requests = (through.scheduled as f64 + warmup).max(1.0);
+            println!(
+                "{:>7}  gateway CPU: {:.1} µs per request ({:.2} s over the run, ±10 ms)",
+                "",
+                seconds / requests * 1e6,
+                seconds
+            );
         }
         let clean = base.errors.total() == 0 && through.errors.total() == 0;
         if clean && added(0.99).is_some_and(|ms| ms < ADDED_P99_BUDGET.as_secs_f64() * 1e3) {
@@ -323,6 +337,20 @@ fn print_run(rate: f64, name: &str, run: &Run) {
             "", e.status, e.io, e.timeout, e.backlog
         );
     }
+}
+
+/// Linux's USER_HZ, the unit of /proc/PID/stat's CPU times.
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+
+/// User + system CPU time of a process so far, in clock ticks (/proc/PID/stat fields 14, 15).
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some(user + system)
 }
 
 /// `VmRSS` (and peak `VmHWM`) of a process, from /proc/PID/status.

@@ -38,6 +38,10 @@ pub struct LocalBusLimits {
     pub fetch_messages_max: usize,
     /// How long `publish`, `flush` and `close` wait for queue room and their commit.
     pub publish_timeout_ms: u64,
+    /// How long the writer, woken by a message, waits for more before it commits a batch that
+    /// is not full (Kafka's `linger.ms`, in microseconds; 0 commits at once). Fewer, larger
+    /// commits: each commit and each wake-up of the writer costs CPU the gateway needs.
+    pub write_linger_us: u64,
 }
 
 impl Default for LocalBusLimits {
@@ -48,6 +52,7 @@ impl Default for LocalBusLimits {
             message_bytes_max: 1_048_588,
             fetch_messages_max: 10_000,
             publish_timeout_ms: 10_000,
+            write_linger_us: 2_000,
         }
     }
 }
@@ -122,6 +127,7 @@ impl LocalBus {
             writer_conn,
             requests,
             limits.write_batch_messages_max,
+            std::time::Duration::from_micros(limits.write_linger_us),
             Arc::clone(&health),
             stop_checkpoints,
         )?;

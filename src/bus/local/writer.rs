@@ -1,10 +1,13 @@
 //! The embedded log's one writer: a thread that drains the bounded request channel and commits
 //! whole requests in group transactions (offsets, cursors, messages), then answers the waiters.
+//! Woken by a request, it lingers (`write_linger_us`) for more before committing a batch that
+//! is not full.
 //! It never splits a request across transactions and never assigns an offset twice.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -52,35 +55,47 @@ pub(super) fn spawn(
     conn: Connection,
     requests: mpsc::Receiver<Request>,
     batch_messages_max: usize,
+    linger: Duration,
     health: Arc<Health>,
     stop_checkpoints: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, BusError> {
     std::thread::Builder::new()
         .name("caracal-bus-writer".into())
         .spawn(move || {
-            run(conn, requests, batch_messages_max, &health);
+            run(conn, requests, batch_messages_max, linger, &health);
             stop_checkpoints.store(true, std::sync::atomic::Ordering::Release);
         })
         .map_err(|e| BusError::Unavailable(format!("cannot start the log writer: {e}")))
 }
 
+type Receiver = mpsc::Receiver<Request>;
+
 fn run(
     mut conn: Connection,
-    mut requests: mpsc::Receiver<Request>,
+    mut requests: Receiver,
     batch_messages_max: usize,
+    linger: Duration,
     health: &Health,
 ) {
     while let Some(first) = requests.blocking_recv() {
         let mut messages = first.messages.len();
         let mut batch = vec![first];
-        while messages < batch_messages_max {
-            match requests.try_recv() {
-                Ok(request) => {
-                    messages += request.messages.len();
-                    batch.push(request);
+        let take = |batch: &mut Vec<Request>, messages: &mut usize, requests: &mut Receiver| {
+            while *messages < batch_messages_max {
+                match requests.try_recv() {
+                    Ok(request) => {
+                        *messages += request.messages.len();
+                        batch.push(request);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
+        };
+        take(&mut batch, &mut messages, &mut requests);
+        if messages < batch_messages_max && !linger.is_zero() {
+            // Asleep, not waiting on the channel: senders meanwhile wake no one.
+            std::thread::sleep(linger);
+            take(&mut batch, &mut messages, &mut requests);
         }
         commit(&mut conn, batch, messages, health);
     }

@@ -1,16 +1,17 @@
 //! The durable journal of `LocalSpend`: `<data_dir>/spend.db` (SQLite, WAL), its migrations, the
-//! rebuild of the in-memory state at open, and the group-commit writer thread that applies queued
+//! rebuild of the in-memory state at open, and the group-commit `Writer` that applies queued
 //! operations in order, many per transaction, answering each waiter only after its commit.
 //! Holds no budget logic: it stores what `state.rs` decided, exactly in the order it decided it.
 
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::state::State;
@@ -261,57 +262,145 @@ fn parse_hold(row: HoldRow) -> Result<HoldInfo, SpendError> {
     })
 }
 
-/// Starts the writer thread. It owns the connection and stops when every sender is gone and the
-/// queue is drained.
-pub(super) fn spawn_writer(
-    conn: Connection,
-    queue: mpsc::Receiver<Entry>,
+/// The journal's writing side: the connection and the entries waiting for it. There is no
+/// writer thread: whoever queued an entry commits the queue itself (`drive`) when no one else
+/// is committing, taking every entry queued so far into one transaction (group commit led by a
+/// caller, so a reservation does not wait for another thread to wake up). A committer takes
+/// entries until the queue is empty and checks it again after letting go, so an entry queued
+/// while a commit runs is never left behind.
+pub(super) struct Writer {
+    conn: Mutex<Connection>,
+    queue: Mutex<VecDeque<Entry>>,
+    queue_max: usize,
     batch_max: usize,
     failure: Failure,
-    owner: OwnerLock,
-    stop_checkpoints: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<JoinHandle<()>, SpendError> {
-    std::thread::Builder::new()
-        .name("spend-journal".into())
-        .spawn(move || {
-            run_writer(conn, queue, batch_max.max(1), &failure);
-            stop_checkpoints.store(true, std::sync::atomic::Ordering::Release);
-            // The journal stays ours until the writer has committed everything queued.
-            drop(owner);
-        })
-        .map_err(|e| SpendError::Unavailable(format!("cannot start the journal writer: {e}")))
+    /// The journal stays ours while the writer lives.
+    _owner: OwnerLock,
+    stop_checkpoints: Arc<AtomicBool>,
 }
 
-fn run_writer(
-    mut conn: Connection,
-    mut queue: mpsc::Receiver<Entry>,
-    batch_max: usize,
-    failure: &Failure,
-) {
-    let mut batch: Vec<Entry> = Vec::with_capacity(batch_max);
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < batch_max {
-            match queue.try_recv() {
-                Ok(entry) => batch.push(entry),
-                Err(_) => break,
+impl Writer {
+    pub(super) fn new(
+        conn: Connection,
+        limits: (usize, usize),
+        failure: Failure,
+        owner: OwnerLock,
+        stop_checkpoints: Arc<AtomicBool>,
+    ) -> Writer {
+        let (queue_max, batch_max) = limits;
+        Writer {
+            conn: Mutex::new(conn),
+            queue: Mutex::new(VecDeque::new()),
+            queue_max: queue_max.max(1),
+            batch_max: batch_max.max(1),
+            failure,
+            _owner: owner,
+            stop_checkpoints,
+        }
+    }
+
+    fn queue(&self) -> Result<MutexGuard<'_, VecDeque<Entry>>, SpendError> {
+        self.queue
+            .lock()
+            .map_err(|_| SpendError::Unavailable("spend journal queue poisoned".into()))
+    }
+
+    /// Fails `Overloaded` when the queue is full even after committing it (when no one else is).
+    /// Called under the state lock before a change, so a change is never made that cannot be
+    /// queued.
+    pub(super) fn check_room(&self) -> Result<(), SpendError> {
+        if self.queue()?.len() < self.queue_max {
+            return Ok(());
+        }
+        self.drive();
+        if self.queue()?.len() >= self.queue_max {
+            return Err(SpendError::Overloaded {
+                max: self.queue_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues `ops` (under the state lock, so the queue's order is the order memory changed
+    /// in) and returns where to hear of their commit. Commits nothing: see `drive`.
+    pub(super) fn enqueue(&self, ops: Vec<Op>) -> Result<Commit, SpendError> {
+        let (waiter, commit) = oneshot::channel();
+        self.queue()?.push_back(Entry {
+            ops,
+            waiter: Some(waiter),
+        });
+        Ok(commit)
+    }
+
+    /// Commits everything queued unless another caller is committing right now (it then takes
+    /// this caller's entries too). Blocks the calling thread for the commits it runs.
+    pub(super) fn drive(&self) {
+        loop {
+            let mut conn = match self.conn.try_lock() {
+                Ok(conn) => conn,
+                Err(TryLockError::WouldBlock) => return,
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    let _ = self
+                        .failure
+                        .set("the spend journal writer panicked; restart to recover".into());
+                    poisoned.into_inner()
+                }
+            };
+            let mut batch = Vec::with_capacity(self.batch_max);
+            loop {
+                match self.queue() {
+                    Ok(mut queue) => {
+                        let n = queue.len().min(self.batch_max);
+                        batch.extend(queue.drain(..n));
+                    }
+                    Err(_) => return,
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                self.commit(&mut conn, &mut batch);
+            }
+            drop(conn);
+            match self.queue() {
+                Ok(queue) if !queue.is_empty() => continue,
+                _ => return,
             }
         }
-        let outcome = match failure.get() {
+    }
+
+    /// Writes one batch in one transaction and answers each of its waiters.
+    fn commit(&self, conn: &mut Connection, batch: &mut Vec<Entry>) {
+        let outcome = match self.failure.get() {
             Some(earlier) => Err(SpendError::Unavailable(earlier.clone())),
-            None => write_batch(&mut conn, &batch).map_err(|e| {
+            None => write_batch(conn, batch).map_err(|e| {
                 let message = format!("spend journal write failed, restart to recover: {e}");
                 tracing::error!(error = %e, "spend journal write failed; the spend cache stops serving");
-                let _ = failure.set(message.clone());
+                let _ = self.failure.set(message.clone());
                 SpendError::Unavailable(message)
             }),
         };
         for entry in batch.drain(..) {
             if let Some(waiter) = entry.waiter {
-                // A caller that gave up (timeout) no longer listens; its change is still durable.
+                // A caller that gave up (timeout, disconnect) no longer listens; its change is
+                // still durable.
                 let _ = waiter.send(outcome.clone());
             }
         }
+    }
+
+    /// Stalls every commit while the guard lives (tests of a writer that does not answer).
+    #[cfg(test)]
+    pub(super) fn stall(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Writer {
+    /// Commits whatever is still queued (a caller that stopped waiting), then lets the
+    /// checkpointer stop; the owner lock goes with the writer.
+    fn drop(&mut self) {
+        self.drive();
+        self.stop_checkpoints.store(true, Ordering::Release);
     }
 }
 

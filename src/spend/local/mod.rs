@@ -2,10 +2,11 @@
 //! critical section per operation, so N racing reservations for N slots all agree) and a durable
 //! SQLite journal, so kill -9 and restart continue every budget. Names no HTTP, Kafka or Redis.
 //!
-//! Ordering: under the state lock an operation takes a journal queue slot (none free →
+//! Ordering: under the state lock an operation checks for room in the journal queue (none →
 //! `Overloaded`, nothing changed), changes memory, and queues its journal operations; the lock
-//! is released before it waits for the commit. So the journal applies operations in exactly the
-//! order memory did, and an operation is answered `Ok` only once it is committed. If a commit
+//! is released before the operation commits the queue itself (or finds another caller doing it,
+//! see `journal::Writer`) and waits for its commit. So the journal applies operations in exactly
+//! the order memory did, and an operation is answered `Ok` only once it is committed. If a commit
 //! fails the cache refuses every later call (`Unavailable`) until a restart rebuilds it from the
 //! file, because memory then holds changes that the file lacks.
 
@@ -16,14 +17,12 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use tokio::sync::{mpsc, oneshot};
 
-use self::journal::{Commit, Entry, Failure, Op};
+use self::journal::{Commit, Failure, Op, Writer};
 use self::state::State;
 use super::nonces::NonceSet;
 use super::{HoldId, HoldInfo, ReserveOutcome, ReserveRequest, Settlement, SpendCache, SpendError};
@@ -46,7 +45,7 @@ pub struct LocalLimits {
     pub hold_policies_max: usize,
     /// Longest resource name a hold may carry, in bytes.
     pub resource_bytes_max: usize,
-    /// Operations waiting for the journal writer.
+    /// Operations waiting for their commit.
     pub journal_queue_max: usize,
     /// Operations the writer commits in one transaction.
     pub journal_batch_max: usize,
@@ -100,9 +99,8 @@ pub struct LocalSpend {
     state: Mutex<State>,
     /// Replay-protection nonces: in memory only (a restart forgets them; see ARCHITECTURE.md).
     nonces: Mutex<NonceSet>,
-    queue: mpsc::Sender<Entry>,
+    writer: Writer,
     failure: Failure,
-    writer: JoinHandle<()>,
     limits: LocalLimits,
     path: PathBuf,
 }
@@ -132,22 +130,19 @@ impl LocalSpend {
                  until it drains"
             );
         }
-        let (queue, receiver) = mpsc::channel(limits.journal_queue_max);
         let failure: Failure = Arc::new(OnceLock::new());
         let stop_checkpoints = Arc::new(std::sync::atomic::AtomicBool::new(false));
         journal::spawn_checkpointer(&path, busy_timeout, Arc::clone(&stop_checkpoints))?;
-        let writer = journal::spawn_writer(
+        let writer = Writer::new(
             conn,
-            receiver,
-            limits.journal_batch_max,
+            (limits.journal_queue_max, limits.journal_batch_max),
             Arc::clone(&failure),
             owner,
             stop_checkpoints,
-        )?;
+        );
         Ok(LocalSpend {
             state: Mutex::new(state),
             nonces: Mutex::new(NonceSet::new(limits.nonces_max)),
-            queue,
             failure,
             writer,
             limits,
@@ -163,15 +158,12 @@ impl LocalSpend {
         &self.limits
     }
 
-    /// Lets the writer commit everything queued, then closes the file. Dropping a `LocalSpend`
-    /// without calling this is safe (every `Ok` was already committed); it only returns sooner.
+    /// Commits everything still queued, then closes the file. Dropping a `LocalSpend` does the
+    /// same (and every `Ok` was committed before it was answered).
     pub async fn close(self) -> Result<(), SpendError> {
-        let LocalSpend { queue, writer, .. } = self;
-        drop(queue);
-        tokio::task::spawn_blocking(move || writer.join())
+        tokio::task::spawn_blocking(move || drop(self))
             .await
-            .map_err(|e| SpendError::Unavailable(format!("journal writer join failed: {e}")))?
-            .map_err(|_| SpendError::Unavailable("journal writer panicked".into()))
+            .map_err(|e| SpendError::Unavailable(format!("closing the spend journal failed: {e}")))
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, SpendError> {
@@ -191,40 +183,30 @@ impl LocalSpend {
         change: impl FnOnce(&mut State, &mut Vec<Op>) -> Result<T, SpendError>,
     ) -> Result<(T, Option<Commit>), SpendError> {
         let mut state = self.lock()?;
-        let permit = self.queue.try_reserve().map_err(|e| match e {
-            mpsc::error::TrySendError::Full(()) => SpendError::Overloaded {
-                max: self.limits.journal_queue_max,
-            },
-            mpsc::error::TrySendError::Closed(()) => {
-                SpendError::Unavailable("the spend journal writer has stopped".into())
-            }
-        })?;
+        self.writer.check_room()?;
         let mut ops = Vec::new();
         let result = change(&mut state, &mut ops);
         let commit = if ops.is_empty() {
             None
         } else {
-            let (waiter, commit) = oneshot::channel();
-            permit.send(Entry {
-                ops,
-                waiter: Some(waiter),
-            });
-            Some(commit)
+            Some(self.writer.enqueue(ops)?)
         };
         drop(state);
         result.map(|value| (value, commit))
     }
 
-    /// Waits for a queued change to be committed.
+    /// Commits the queue (unless another caller is committing it) and waits for this change's
+    /// commit.
     async fn committed(&self, commit: Option<Commit>) -> Result<(), SpendError> {
         let Some(commit) = commit else {
             return Ok(());
         };
+        self.writer.drive();
         let timeout = Duration::from_millis(self.limits.commit_timeout_ms);
         match tokio::time::timeout(timeout, commit).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(SpendError::Unavailable(
-                "the spend journal writer stopped before committing".into(),
+                "the spend journal closed before committing".into(),
             )),
             Err(_) => Err(SpendError::Unavailable(format!(
                 "the spend journal did not commit within {} ms",
@@ -300,24 +282,11 @@ impl SpendCache for LocalSpend {
     }
 
     async fn ping(&self) -> Result<(), SpendError> {
-        // An empty entry still passes through the writer and a commit: the disk is checked too.
+        // An empty entry still passes through a commit: the disk is checked too.
         let commit = {
             let _state = self.lock()?;
-            let (waiter, commit) = oneshot::channel();
-            self.queue
-                .try_send(Entry {
-                    ops: Vec::new(),
-                    waiter: Some(waiter),
-                })
-                .map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => SpendError::Overloaded {
-                        max: self.limits.journal_queue_max,
-                    },
-                    mpsc::error::TrySendError::Closed(_) => {
-                        SpendError::Unavailable("the spend journal writer has stopped".into())
-                    }
-                })?;
-            commit
+            self.writer.check_room()?;
+            self.writer.enqueue(Vec::new())?
         };
         self.committed(Some(commit)).await
     }

@@ -1,68 +1,81 @@
 //! Faults: a full journal queue, a commit that does not come in time, a commit that fails.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::mpsc;
-
-use super::super::journal::{self, Entry, Failure, Op};
+use super::super::journal::{self, Failure, Writer};
 use super::super::state::State;
 use super::*;
 use crate::spend::SpendError;
 
-/// A `LocalSpend` whose journal queue is read by `writer` (or by nobody).
-fn with_queue(limits: LocalLimits, failure: Failure) -> (LocalSpend, mpsc::Receiver<Entry>) {
-    let (queue, receiver) = mpsc::channel(limits.journal_queue_max);
-    let spend = LocalSpend {
+/// A `LocalSpend` writing to `conn` (which may be any SQLite file, even a broken one).
+fn with_writer(
+    limits: LocalLimits,
+    failure: Failure,
+    conn: rusqlite::Connection,
+    file: &Path,
+) -> LocalSpend {
+    let owner = journal::lock_owner(file, std::time::Duration::ZERO).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = Writer::new(
+        conn,
+        (limits.journal_queue_max, limits.journal_batch_max),
+        Arc::clone(&failure),
+        owner,
+        stop,
+    );
+    LocalSpend {
         state: Mutex::new(State::default()),
         nonces: Mutex::new(crate::spend::nonces::NonceSet::new(limits.nonces_max)),
-        queue,
+        writer,
         failure,
-        writer: std::thread::spawn(|| ()),
         limits,
         path: PathBuf::new(),
-    };
-    (spend, receiver)
+    }
 }
 
 #[tokio::test]
 async fn a_full_journal_queue_is_overloaded_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
     let limits = LocalLimits {
         journal_queue_max: 1,
         commit_timeout_ms: 50,
         ..LocalLimits::default()
     };
-    let (spend, mut stalled) = with_queue(limits, Arc::new(OnceLock::new()));
+    let spend = LocalSpend::open(dir.path(), limits.clone()).unwrap();
     let now = utc("2026-03-10T12:00:00Z");
     let policies = [daily(10, 2, 1_000)];
 
-    // The writer never answers: the first call times out, but its hold is queued and counts.
-    let first = spend.reserve(request(&child(2), &policies, 100, now)).await;
-    assert!(
-        matches!(first, Err(SpendError::Unavailable(_))),
-        "{first:?}"
-    );
-    assert_eq!(
-        spend.reserve(request(&child(2), &policies, 100, now)).await,
-        Err(SpendError::Overloaded { max: 1 })
-    );
-    assert_eq!(usage(&spend, &policies, now).await, vec![(0, 100)]);
-    let queued = stalled.try_recv().unwrap();
-    assert!(matches!(queued.ops.last(), Some(Op::PutHold(h)) if h.amount == Micros(100)));
-    assert!(stalled.try_recv().is_err());
+    {
+        // No commit can run: the first call times out, but its hold is queued and counts.
+        let _stalled = spend.writer.stall();
+        let first = spend.reserve(request(&child(2), &policies, 100, now)).await;
+        assert!(
+            matches!(first, Err(SpendError::Unavailable(_))),
+            "{first:?}"
+        );
+        assert_eq!(
+            spend.reserve(request(&child(2), &policies, 100, now)).await,
+            Err(SpendError::Overloaded { max: 1 })
+        );
+        assert_eq!(usage(&spend, &policies, now).await, vec![(0, 100)]);
+    }
+    // Once commits run again the queued hold is committed: it survives a reopen.
+    spend.ping().await.unwrap();
+    spend.close().await.unwrap();
+    let reopened = LocalSpend::open(dir.path(), limits).unwrap();
+    assert_eq!(usage(&reopened, &policies, now).await, vec![(0, 100)]);
+    assert_eq!(reopened.list_holds(10).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn a_failed_commit_makes_the_cache_refuse_every_later_call() {
     let dir = tempfile::tempdir().unwrap();
     let failure: Failure = Arc::new(OnceLock::new());
-    let (spend, receiver) = with_queue(LocalLimits::default(), Arc::clone(&failure));
     // A journal file without its tables: the first write fails as a full disk would.
-    let conn = rusqlite::Connection::open(dir.path().join("broken.db")).unwrap();
-    let owner =
-        journal::lock_owner(&dir.path().join("broken.db"), std::time::Duration::ZERO).unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let _writer = journal::spawn_writer(conn, receiver, 8, failure, owner, stop).unwrap();
+    let file = dir.path().join("broken.db");
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    let spend = with_writer(LocalLimits::default(), failure, conn, &file);
     let now = utc("2026-03-10T12:00:00Z");
     let policies = [daily(10, 2, 1_000)];
 
