@@ -35,6 +35,8 @@ fn with_writer(
 }
 
 #[tokio::test]
+// The stall is a std mutex held across the awaits on purpose: no commit may run meanwhile.
+#[allow(clippy::await_holding_lock)]
 async fn a_full_journal_queue_is_overloaded_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let limits = LocalLimits {
