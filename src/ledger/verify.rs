@@ -13,7 +13,7 @@ use super::columns::columns_ref;
 use super::row_match::stored_matches_sealed;
 use crate::core::checkpoint::{BatchHeader, VerifyingKey};
 use crate::core::merkle::{self, Hash};
-use crate::store::ledger::{hex, LedgerStore, RowRef, SealedBatch, StoredRow};
+use crate::store::ledger::{hex, LedgerStore, RowRef, SealedBatch, SeqRange, StoredRow, Visit};
 use crate::store::StoreError;
 
 /// One thing wrong with a sealed batch or a row in it.
@@ -318,12 +318,17 @@ pub struct RangeSummary {
 
 /// Most batches read from the store per page.
 pub const VERIFY_PAGE_BATCHES: usize = 256;
-/// Batches `verify_range` reads and checks at the same time.
-pub const VERIFY_BATCHES_IN_FLIGHT: usize = 4;
+/// Batches whose rows one call to the store reads and checks, one after the other.
+pub const VERIFY_CHUNK_BATCHES: usize = 8;
+/// Chunks `verify_range` reads and checks at the same time.
+pub const VERIFY_CHUNKS_IN_FLIGHT: usize = 3;
 
 /// Verifies every batch whose time range meets `[start, end)`, calling `on_batch` with each
-/// report as it goes (for a progress bar and for naming failures). Reading a batch's rows and
-/// checking the previous batch overlap: the check runs on a blocking thread.
+/// report as it goes, in order (for a progress bar and for naming failures). Batches go to the
+/// store in chunks: each chunk is one call that lends its rows, and each batch is checked
+/// (rows, then seal) on the store's reading thread as soon as its last row is seen, so a store
+/// thread moves from batch to batch without waiting to be handed the next one. Several chunks
+/// are in flight at once.
 pub async fn verify_range(
     store: &dyn LedgerStore,
     start_micros: i64,
@@ -335,7 +340,7 @@ pub async fn verify_range(
     let mut after = None;
     let mut previous: Option<SealedBatch> = None;
     type Check<'a> = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<BatchReport, StoreError>> + Send + 'a>,
+        Box<dyn std::future::Future<Output = Result<Vec<BatchReport>, StoreError>> + Send + 'a>,
     >;
     loop {
         let page = store
@@ -355,63 +360,80 @@ pub async fn verify_range(
             previous = Some(batch.clone());
             work.push((batch, before));
         }
-        // Rows of several batches are read and checked at once; reports come out in order.
-        let checks: Vec<Check<'_>> = work
+        let mut chunks = Vec::new();
+        while !work.is_empty() {
+            let rest = work.split_off(work.len().min(VERIFY_CHUNK_BATCHES));
+            chunks.push(std::mem::replace(&mut work, rest));
+        }
+        let checks: Vec<Check<'_>> = chunks
             .into_iter()
-            .map(|(batch, before)| -> Check<'_> {
-                let keys = Arc::clone(&keys);
-                Box::pin(async move {
-                    let h = &batch.header;
-                    // Rows are checked as the store lends them, none copied out.
-                    let checks = Arc::new(std::sync::Mutex::new(RowChecks::default()));
-                    let collect = Arc::clone(&checks);
-                    store
-                        .visit_ledger_rows(
-                            h.partition,
-                            h.first_seq,
-                            h.last_seq,
-                            Box::new(move |row| {
-                                if let Ok(mut checks) = collect.lock() {
-                                    checks.check(row);
-                                }
-                            }),
-                        )
-                        .await?;
-                    let checks = Arc::try_unwrap(checks)
-                        .ok()
-                        .and_then(|m| m.into_inner().ok())
-                        .ok_or_else(|| {
-                            StoreError::Unavailable("row checks still borrowed".into())
-                        })?;
-                    joined(tokio::task::spawn_blocking(move || {
-                        checks.report(&batch, before.as_ref(), &keys)
-                    }))
-                    .await
-                })
-            })
+            .map(|chunk| -> Check<'_> { Box::pin(check_chunk(store, chunk, Arc::clone(&keys))) })
             .collect();
-        let mut reports = futures_util::stream::iter(checks).buffered(VERIFY_BATCHES_IN_FLIGHT);
-        while let Some(report) = reports.next().await {
-            let report = report?;
-            summary.batches += 1;
-            summary.rows += u64::try_from(report.last_seq - report.first_seq + 1).unwrap_or(0);
-            if !report.ok() {
-                summary.failed_batches += 1;
+        let mut reports = futures_util::stream::iter(checks).buffered(VERIFY_CHUNKS_IN_FLIGHT);
+        while let Some(chunk) = reports.next().await {
+            for report in chunk? {
+                summary.batches += 1;
+                summary.rows += u64::try_from(report.last_seq - report.first_seq + 1).unwrap_or(0);
+                if !report.ok() {
+                    summary.failed_batches += 1;
+                }
+                on_batch(&report);
             }
-            on_batch(&report);
         }
     }
     Ok(summary)
 }
 
+/// The reports of a chunk of batches (each with the batch before it), in order: one call to
+/// the store; each batch is checked on the store's side as soon as its rows are seen.
+async fn check_chunk(
+    store: &dyn LedgerStore,
+    chunk: Vec<(SealedBatch, Option<SealedBatch>)>,
+    keys: Arc<KeyRing>,
+) -> Result<Vec<BatchReport>, StoreError> {
+    let expected = chunk.len();
+    let ranges = chunk
+        .iter()
+        .map(|(batch, _)| SeqRange {
+            partition: batch.header.partition,
+            first: batch.header.first_seq,
+            last: batch.header.last_seq,
+        })
+        .collect();
+    let reports = Arc::new(std::sync::Mutex::new(Vec::with_capacity(chunk.len())));
+    let out = Arc::clone(&reports);
+    let mut checks = RowChecks::default();
+    store
+        .visit_ledger_ranges(
+            ranges,
+            Box::new(move |visit| match visit {
+                Visit::Row(_, row) => checks.check(row),
+                Visit::End(i) => {
+                    let done = std::mem::take(&mut checks);
+                    if let (Some((batch, before)), Ok(mut out)) = (chunk.get(i), out.lock()) {
+                        out.push(done.report(batch, before.as_ref(), &keys));
+                    }
+                }
+            }),
+        )
+        .await?;
+    let reports = std::mem::take(
+        &mut *reports
+            .lock()
+            .map_err(|_| StoreError::Unavailable("verification reports poisoned".into()))?,
+    );
+    if reports.len() != expected {
+        return Err(StoreError::Unavailable(format!(
+            "the store ended {} of {expected} ranges it was asked for",
+            reports.len()
+        )));
+    }
+    Ok(reports)
+}
+
 fn follows(previous: &SealedBatch, batch: &SealedBatch) -> bool {
     previous.header.partition == batch.header.partition
         && previous.header.batch_number + 1 == batch.header.batch_number
-}
-
-async fn joined(task: tokio::task::JoinHandle<BatchReport>) -> Result<BatchReport, StoreError> {
-    task.await
-        .map_err(|e| StoreError::Unavailable(format!("verification task failed: {e}")))
 }
 
 /// Verifies one batch, fetching its rows and (unless `previous` is it) the batch before it.

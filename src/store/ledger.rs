@@ -121,7 +121,7 @@ impl StoredRow {
     }
 }
 
-/// A ledger row lent by the store for one call of a `RowVisitor`: verification reads every row
+/// A ledger row lent by the store for one call of a `RangesVisitor`: verification reads every row
 /// of a range, and copying each out of the store would cost more than checking it.
 #[derive(Debug, Clone, Copy)]
 pub struct RowRef<'a> {
@@ -202,8 +202,26 @@ impl<'a> AncestorsView<'a> {
     }
 }
 
-/// Called once per row, in sequence order, by `LedgerStore::visit_ledger_rows`.
-pub type RowVisitor = Box<dyn FnMut(RowRef<'_>) + Send>;
+/// What `LedgerStore::visit_ledger_ranges` lends its visitor: a row of range `i` (in sequence
+/// order), or the end of range `i` (after its last row, also when it had none).
+#[derive(Debug, Clone, Copy)]
+// Lent by value for one call and never stored: boxing the row would allocate once per row.
+#[allow(clippy::large_enum_variant)]
+pub enum Visit<'a> {
+    Row(usize, RowRef<'a>),
+    End(usize),
+}
+
+/// Called once per row and once per range end by `LedgerStore::visit_ledger_ranges`.
+pub type RangesVisitor = Box<dyn FnMut(Visit<'_>) + Send>;
+
+/// Rows `first..=last` of `partition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqRange {
+    pub partition: i32,
+    pub first: i64,
+    pub last: i64,
+}
 
 /// What an append did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -329,18 +347,24 @@ pub trait LedgerStore: Send + Sync {
         last: i64,
     ) -> Result<Vec<StoredRow>, StoreError>;
 
-    /// Lends rows `first..=last` of a partition to `visit`, in sequence order (gaps show as
-    /// missing), without copying them out of the store where it can. The default reads them
-    /// with `ledger_rows`.
-    async fn visit_ledger_rows(
+    /// Lends the rows of each range to `visit`, range after range as given, each in sequence
+    /// order (gaps show as missing) and followed by its `Visit::End`; without copying rows out
+    /// of the store where it can, and in one call to the store where it can (verification
+    /// hands a store several batches at once, not one thread hand-off per batch). The default
+    /// reads each range with `ledger_rows`.
+    async fn visit_ledger_ranges(
         &self,
-        partition: i32,
-        first: i64,
-        last: i64,
-        mut visit: RowVisitor,
+        ranges: Vec<SeqRange>,
+        mut visit: RangesVisitor,
     ) -> Result<(), StoreError> {
-        for row in self.ledger_rows(partition, first, last).await? {
-            visit(row.view());
+        for (i, range) in ranges.iter().enumerate() {
+            for row in self
+                .ledger_rows(range.partition, range.first, range.last)
+                .await?
+            {
+                visit(Visit::Row(i, row.view()));
+            }
+            visit(Visit::End(i));
         }
         Ok(())
     }

@@ -11,8 +11,8 @@ use super::{corrupt, map_err, SqliteStore};
 use crate::core::checkpoint::BatchHeader;
 use crate::store::leases::Fence;
 use crate::store::ledger::{
-    AppendOutcome, CurrencyTotal, LedgerEntry, LedgerQuery, LedgerStore, PartitionHead, RowVisitor,
-    SealedBatch, StoredRow,
+    AppendOutcome, CurrencyTotal, LedgerEntry, LedgerQuery, LedgerStore, PartitionHead,
+    RangesVisitor, SealedBatch, SeqRange, StoredRow, Visit,
 };
 use crate::store::StoreError;
 
@@ -320,15 +320,19 @@ impl LedgerStore for SqliteStore {
         .await
     }
 
-    async fn visit_ledger_rows(
+    async fn visit_ledger_ranges(
         &self,
-        partition: i32,
-        first: i64,
-        last: i64,
-        mut visit: RowVisitor,
+        ranges: Vec<SeqRange>,
+        mut visit: RangesVisitor,
     ) -> Result<(), StoreError> {
-        self.read(move |tx| ledger_rows::visit(tx, partition, first, last, &mut visit))
-            .await
+        self.read(move |tx| {
+            for (i, range) in ranges.iter().enumerate() {
+                ledger_rows::visit(tx, *range, |row| visit(Visit::Row(i, row)))?;
+                visit(Visit::End(i));
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn ledger_datums(

@@ -5,7 +5,7 @@
 use rusqlite::{params, Row, Transaction};
 
 use super::{corrupt, map_err};
-use crate::store::ledger::{AncestorsView, ColumnsView, RowRef, RowVisitor, StoredRow};
+use crate::store::ledger::{AncestorsView, ColumnsView, RowRef, SeqRange, StoredRow};
 use crate::store::StoreError;
 
 pub(super) const ROW_COLUMNS: &str = r#""partition", seq, source_offset, event_id, occurred_at, request_id,
@@ -99,14 +99,11 @@ pub(super) fn rows(
     Ok(found)
 }
 
-/// Lends rows `first..=last` of `partition` to `visit` in sequence order, borrowed from
-/// SQLite's row buffers.
+/// Lends the rows of `range` to `visit` in sequence order, borrowed from SQLite's row buffers.
 pub(super) fn visit(
     tx: &Transaction<'_>,
-    partition: i32,
-    first: i64,
-    last: i64,
-    visit: &mut RowVisitor,
+    range: SeqRange,
+    mut visit: impl FnMut(RowRef<'_>),
 ) -> Result<(), StoreError> {
     let mut stmt = tx
         .prepare_cached(&format!(
@@ -115,7 +112,7 @@ pub(super) fn visit(
         ))
         .map_err(map_err)?;
     let mut rows = stmt
-        .query(params![partition, first, last])
+        .query(params![range.partition, range.first, range.last])
         .map_err(map_err)?;
     while let Some(r) = rows.next().map_err(map_err)? {
         visit(view(r)?);

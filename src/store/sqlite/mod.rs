@@ -56,6 +56,7 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     readers: Arc<[Mutex<Connection>]>,
     next_reader: std::sync::atomic::AtomicUsize,
+    reader_permits: Arc<tokio::sync::Semaphore>,
     path: PathBuf,
     /// Stops the checkpointer thread when the store is dropped.
     stop_checkpoints: Arc<std::sync::atomic::AtomicBool>,
@@ -130,6 +131,7 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
+            reader_permits: Arc::new(tokio::sync::Semaphore::new(READ_CONNECTIONS)),
             path,
             stop_checkpoints,
         })
@@ -179,12 +181,18 @@ impl SqliteStore {
         if self.readers.is_empty() {
             return self.transaction(TransactionBehavior::Deferred, f).await;
         }
+        // One permit per reader: a caller waits here (asynchronously) for whichever reader frees
+        // first, and with a permit in hand at least one reader is free.
+        let permit = Arc::clone(&self.reader_permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         let turn = self
             .next_reader
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let readers = Arc::clone(&self.readers);
         run_blocking(move || {
-            // A free reader if there is one (from this call's turn on), else wait for the turn's.
+            let _permit = permit;
             let n = readers.len();
             let free = (0..n).find_map(|i| readers[(turn + i) % n].try_lock().ok());
             let mut guard = match free {
