@@ -25,7 +25,7 @@ pub(super) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    pub(super) fn fail<T>(&self, what: &'static str) -> Result<T, DatumError> {
+    fn fail<T>(&self, what: &'static str) -> Result<T, DatumError> {
         Err(DatumError { what, at: self.at })
     }
 
@@ -44,7 +44,7 @@ impl<'a> Reader<'a> {
         self.fail("varint longer than 10 bytes")
     }
 
-    pub(super) fn count(&mut self, what: &'static str) -> Result<usize, DatumError> {
+    fn count(&mut self, what: &'static str) -> Result<usize, DatumError> {
         match usize::try_from(self.long()?) {
             Ok(n) if n <= self.bytes.len() - self.at => Ok(n),
             _ => self.fail(what),
@@ -58,7 +58,7 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    pub(super) fn string(&mut self) -> Result<&'a str, DatumError> {
+    fn string(&mut self) -> Result<&'a str, DatumError> {
         let at = self.at;
         std::str::from_utf8(self.bytes()?).map_err(|_| DatumError {
             what: "string is not UTF-8",
@@ -66,7 +66,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    pub(super) fn uuid(&mut self) -> Result<Cow<'a, str>, DatumError> {
+    fn uuid(&mut self) -> Result<Cow<'a, str>, DatumError> {
         let at = self.at;
         let text = self.string()?;
         if is_canonical_uuid(text) {
@@ -142,7 +142,7 @@ const LOWER_HEX: [bool; 256] = {
 };
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in lowercase hex: the form `Uuid` prints, kept as is.
-pub(super) fn is_canonical_uuid(text: &str) -> bool {
+fn is_canonical_uuid(text: &str) -> bool {
     is_canonical_uuid_bytes(text.as_bytes())
 }
 

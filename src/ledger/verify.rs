@@ -339,9 +339,6 @@ pub async fn verify_range(
     let mut summary = RangeSummary::default();
     let mut after = None;
     let mut previous: Option<SealedBatch> = None;
-    type Check<'a> = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Vec<BatchReport>, StoreError>> + Send + 'a>,
-    >;
     loop {
         let page = store
             .batches_in_range(start_micros, end_micros, after, VERIFY_PAGE_BATCHES)
@@ -365,10 +362,9 @@ pub async fn verify_range(
             let rest = work.split_off(work.len().min(VERIFY_CHUNK_BATCHES));
             chunks.push(std::mem::replace(&mut work, rest));
         }
-        let checks: Vec<Check<'_>> = chunks
+        let checks = chunks
             .into_iter()
-            .map(|chunk| -> Check<'_> { Box::pin(check_chunk(store, chunk, Arc::clone(&keys))) })
-            .collect();
+            .map(|chunk| check_chunk(store, chunk, Arc::clone(&keys)));
         let mut reports = futures_util::stream::iter(checks).buffered(VERIFY_CHUNKS_IN_FLIGHT);
         while let Some(chunk) = reports.next().await {
             for report in chunk? {

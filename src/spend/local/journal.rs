@@ -282,12 +282,12 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn new(
         conn: Connection,
-        limits: (usize, usize),
+        queue_max: usize,
+        batch_max: usize,
         failure: Failure,
         owner: OwnerLock,
         stop_checkpoints: Arc<AtomicBool>,
     ) -> Writer {
-        let (queue_max, batch_max) = limits;
         Writer {
             conn: Mutex::new(conn),
             queue: Mutex::new(VecDeque::new()),
@@ -299,10 +299,14 @@ impl Writer {
         }
     }
 
+    /// The queue. A poisoned queue may have lost an entry whose change memory already holds,
+    /// so it fails the journal like a failed commit: the cache refuses until a restart.
     fn queue(&self) -> Result<MutexGuard<'_, VecDeque<Entry>>, SpendError> {
-        self.queue
-            .lock()
-            .map_err(|_| SpendError::Unavailable("spend journal queue poisoned".into()))
+        self.queue.lock().map_err(|_| {
+            let message = "spend journal queue poisoned by a panic, restart to recover";
+            let _ = self.failure.set(message.into());
+            SpendError::Unavailable(message.into())
+        })
     }
 
     /// Fails `Overloaded` when the queue is full even after committing it (when no one else is).

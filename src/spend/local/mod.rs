@@ -135,7 +135,8 @@ impl LocalSpend {
         journal::spawn_checkpointer(&path, busy_timeout, Arc::clone(&stop_checkpoints))?;
         let writer = Writer::new(
             conn,
-            (limits.journal_queue_max, limits.journal_batch_max),
+            limits.journal_queue_max,
+            limits.journal_batch_max,
             Arc::clone(&failure),
             owner,
             stop_checkpoints,

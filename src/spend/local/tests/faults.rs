@@ -19,7 +19,8 @@ fn with_writer(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = Writer::new(
         conn,
-        (limits.journal_queue_max, limits.journal_batch_max),
+        limits.journal_queue_max,
+        limits.journal_batch_max,
         Arc::clone(&failure),
         owner,
         stop,
