@@ -10,7 +10,8 @@ duration="${2:-10}"
 
 cargo build --release --bins
 cargo bench --bench gateway_overhead --no-run
-bin=target/release/caracal
+# CARACAL_BENCH_BIN=PATH: benchmark another build of caracal (A/B runs alternate two binaries).
+bin="${CARACAL_BENCH_BIN:-target/release/caracal}"
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -44,8 +45,10 @@ $c policy create --agent-id "$child" --limit 1000000.00 --time-window daily >/de
 key=$($c key create --agent-id "$child" --output json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
 
 # CARACAL_BENCH_PERF_OUT=FILE: sample the gateway's stacks with `perf record` into FILE.
-if [ -n "${CARACAL_BENCH_PERF_OUT:-}" ]; then
-  RUST_LOG=warn perf record -q -F 997 -g -o "$CARACAL_BENCH_PERF_OUT" -- $c serve --role gateway > "$work/gateway.log" 2>&1 &
+# CARACAL_BENCH_WRAP="strace -f -c -o FILE": run the gateway under another tool instead.
+if [ -n "${CARACAL_BENCH_PERF_OUT:-}${CARACAL_BENCH_WRAP:-}" ]; then
+  wrap=${CARACAL_BENCH_WRAP:-perf record -q -F 997 -g -o $CARACAL_BENCH_PERF_OUT --}
+  RUST_LOG=warn $wrap $c serve --role gateway > "$work/gateway.log" 2>&1 &
   perf_pid=$!
   pids+=($perf_pid)
   for _ in $(seq 100); do gw_pid=$(pgrep -P "$perf_pid" || true); [ -n "$gw_pid" ] && break; sleep 0.05; done

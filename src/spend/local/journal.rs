@@ -1,52 +1,37 @@
-//! The durable journal of `LocalSpend`: `<data_dir>/spend.db` (SQLite, WAL), its migrations, the
-//! rebuild of the in-memory state at open, and the group-commit `Writer` that applies queued
-//! operations in order, many per transaction, answering each waiter only after its commit.
+//! The durable journal of `LocalSpend`: `<data_dir>/spend.journal`, an append-only file of
+//! checksummed records (`codec.rs`), one per commit. Owns the file: the rebuild of the in-memory
+//! state at open (replay, then a torn tail from a power loss cut off), the group-commit `Writer`
+//! that appends queued operations in order, many per record, answering each waiter only after
+//! its record is written, and compaction (the file rewritten as a snapshot once it grows).
 //! Holds no budget logic: it stores what `state.rs` decided, exactly in the order it decided it.
+//!
+//! Durability: a record is written with one `write` before its waiters are answered, so a
+//! process that is killed loses nothing acknowledged (the kernel has the bytes). Like SQLite's
+//! `synchronous=NORMAL`, appends are not fsynced: a power loss may cut the newest records, and
+//! the torn record is dropped at the next open. A compaction fsyncs its snapshot before it
+//! replaces the file.
 
-use std::collections::VecDeque;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, Transaction};
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
+use super::codec::{self, Record};
 use super::state::State;
-use crate::core::agent::AgentId;
-use crate::core::money::{Currency, Micros};
+use super::{legacy, LocalLimits};
+use crate::core::money::Micros;
 use crate::core::policy::{PolicyId, TimeWindow, WindowType};
 use crate::spend::{HoldId, HoldInfo, SpendError};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    "CREATE TABLE spend_settled (
-        policy_id TEXT NOT NULL,
-        bucket_start INTEGER NOT NULL,      -- unix micros
-        settled_micros INTEGER NOT NULL,
-        PRIMARY KEY (policy_id, bucket_start)
-    ) WITHOUT ROWID;
-    CREATE TABLE spend_windows (
-        policy_id TEXT PRIMARY KEY,
-        time_window TEXT NOT NULL,
-        window_type TEXT NOT NULL
-    ) WITHOUT ROWID;
-    CREATE TABLE spend_holds (
-        hold_id TEXT PRIMARY KEY,
-        agent_id TEXT NOT NULL,
-        ancestor_ids TEXT NOT NULL,         -- JSON array of agent ids, nearest first
-        root_agent_id TEXT NOT NULL,
-        resource TEXT NOT NULL,
-        amount_micros INTEGER NOT NULL,
-        currency TEXT NOT NULL,
-        charged TEXT NOT NULL,              -- JSON [[policy_id, bucket_start micros], ...]
-        reserved_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL
-    ) WITHOUT ROWID;",
-)];
+/// File name of the spend journal inside the data directory.
+pub(super) const FILE: &str = "spend.journal";
+/// Operations per record when a snapshot is written (keeps records far below the reader's cap).
+pub(super) const SNAPSHOT_OPS_PER_RECORD: usize = 4_096;
 
 /// One durable change, as decided under the state lock.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,23 +72,21 @@ pub(super) type Failure = Arc<OnceLock<String>>;
 /// How often a waiting opener retries the owner lock.
 const LOCK_RETRY: Duration = Duration::from_millis(10);
 
-/// Proof that this process owns the journal: an OS lock on `<journal>.lock`, released when the
-/// file is closed (also when the process is killed).
-pub(super) struct OwnerLock(#[allow(dead_code)] std::fs::File);
+/// Proof that this process owns the journal: an OS lock on `<data_dir>/spend.lock`, released
+/// when the file is closed (also when the process is killed).
+pub(super) struct OwnerLock(#[allow(dead_code)] File);
 
 /// Takes the journal for this process alone, waiting up to `wait` for a previous owner (a
 /// `LocalSpend` being dropped) to let go: a second live owner would keep its own budgets beside
 /// ours, so it is refused.
-pub(super) fn lock_owner(path: &Path, wait: Duration) -> Result<OwnerLock, SpendError> {
-    let lock_path = path.with_extension("db.lock");
+pub(super) fn lock_owner(data_dir: &Path, wait: Duration) -> Result<OwnerLock, SpendError> {
+    let lock_path = data_dir.join("spend.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| {
-            SpendError::Unavailable(format!("cannot open {}: {e}", lock_path.display()))
-        })?;
+        .map_err(|e| io_error("cannot open", &lock_path, e))?;
     let deadline = std::time::Instant::now() + wait;
     loop {
         match file.try_lock() {
@@ -114,191 +97,338 @@ pub(super) fn lock_owner(path: &Path, wait: Duration) -> Result<OwnerLock, Spend
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(SpendError::Unavailable(format!(
                     "{} is in use by another process (one process owns the spend journal)",
-                    path.display()
+                    data_dir.join(FILE).display()
                 )))
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(SpendError::Unavailable(format!(
-                    "cannot lock {}: {e}",
-                    lock_path.display()
-                )))
+                return Err(io_error("cannot lock", &lock_path, e))
             }
         }
     }
 }
 
-fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(busy_timeout)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    crate::embedded_db::stable_plans(&conn)?;
-    Ok(conn)
+/// The rows the journal's operations describe, as of its last written record: what a snapshot
+/// writes, and what the state is rebuilt from.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Tables {
+    windows: HashMap<PolicyId, (TimeWindow, WindowType)>,
+    settled: HashMap<(PolicyId, DateTime<Utc>), Micros>,
+    holds: HashMap<HoldId, HoldInfo>,
 }
 
-/// Opens the writer's connection and applies pending migrations. Commits never checkpoint on
-/// this connection (`wal_autocheckpoint=0`): checkpoints, and the fsyncs they carry, run on the
-/// checkpointer thread, so a reservation never waits behind one.
-pub(super) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, SpendError> {
-    let open = || -> rusqlite::Result<Connection> {
-        let mut conn = connect(path, busy_timeout)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        crate::embedded_db::migrate(&mut conn, "spend_migrations", MIGRATIONS)?;
-        Ok(conn)
+impl Tables {
+    pub(super) fn apply(&mut self, op: Op) {
+        match op {
+            Op::PutHold(info) => {
+                self.holds.insert(info.hold_id, info);
+            }
+            Op::DeleteHold(id) => {
+                self.holds.remove(&id);
+            }
+            Op::SetExpiry(id, at) => {
+                if let Some(hold) = self.holds.get_mut(&id) {
+                    hold.expires_at = at;
+                }
+            }
+            Op::SetSettled {
+                policy,
+                bucket,
+                micros,
+            } => {
+                self.settled.insert((policy, bucket), micros);
+            }
+            Op::DeleteSettled { policy, bucket } => {
+                self.settled.remove(&(policy, bucket));
+            }
+            Op::SetWindow {
+                policy,
+                window,
+                kind,
+            } => {
+                self.windows.insert(policy, (window, kind));
+            }
+            Op::DeleteWindow(policy) => {
+                self.windows.remove(&policy);
+            }
+        }
+    }
+
+    /// The state these rows describe: windows, then settled buckets, then live holds.
+    fn to_state(&self) -> Result<State, SpendError> {
+        let mut state = State::default();
+        for (policy, (window, kind)) in &self.windows {
+            state.restore_window(*policy, *window, *kind);
+        }
+        for ((policy, bucket), micros) in &self.settled {
+            state.restore_settled(*policy, *bucket, *micros);
+        }
+        for hold in self.holds.values() {
+            state.restore_hold(hold.clone())?;
+        }
+        Ok(state)
+    }
+
+    /// The operations that rebuild these rows from nothing.
+    fn snapshot(&self) -> Vec<Op> {
+        let windows = self
+            .windows
+            .iter()
+            .map(|(policy, (window, kind))| Op::SetWindow {
+                policy: *policy,
+                window: *window,
+                kind: *kind,
+            });
+        let settled = self
+            .settled
+            .iter()
+            .map(|((policy, bucket), micros)| Op::SetSettled {
+                policy: *policy,
+                bucket: *bucket,
+                micros: *micros,
+            });
+        let holds = self.holds.values().map(|hold| Op::PutHold(hold.clone()));
+        windows.chain(settled).chain(holds).collect()
+    }
+}
+
+/// The open journal file and what it holds.
+pub(super) struct JournalFile {
+    /// Positioned at the end: every write appends.
+    file: File,
+    path: PathBuf,
+    len: u64,
+    tables: Tables,
+    /// The length at which the next compaction runs.
+    compact_at: u64,
+    compact_bytes: u64,
+    /// The record being written (kept to reuse its allocation).
+    buf: Vec<u8>,
+}
+
+/// Opens (creating if needed) the journal in `data_dir`, replays it, and returns it with the state
+/// it describes. With no journal but an earlier SQLite one (`spend.db`), imports that first.
+pub(super) fn open(
+    data_dir: &Path,
+    limits: &LocalLimits,
+) -> Result<(JournalFile, State), SpendError> {
+    let path = data_dir.join(FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io_error("cannot read", &path, e)),
     };
-    open().map_err(unavailable)
-}
-
-/// Starts the journal's checkpointer (see `embedded_db::spawn_checkpointer`).
-pub(super) fn spawn_checkpointer(
-    path: &Path,
-    busy_timeout: Duration,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<(), SpendError> {
-    let conn = connect(path, busy_timeout).map_err(unavailable)?;
-    crate::embedded_db::spawn_checkpointer(conn, "spend", stop)
-        .map_err(|e| SpendError::Unavailable(format!("cannot start the journal checkpointer: {e}")))
-}
-
-/// Rebuilds the state from the file: windows, settled buckets, then live holds.
-pub(super) fn load(conn: &Connection) -> Result<State, SpendError> {
-    let mut state = State::default();
-    let mut windows = conn
-        .prepare("SELECT policy_id, time_window, window_type FROM spend_windows")
-        .map_err(unavailable)?;
-    let rows = windows
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })
-        .map_err(unavailable)?;
-    for row in rows {
-        let (policy, window, kind) = row.map_err(unavailable)?;
-        let window: TimeWindow = window.parse().map_err(|e| corrupt("time_window", e))?;
-        let kind: WindowType = kind.parse().map_err(|e| corrupt("window_type", e))?;
-        state.restore_window(PolicyId(uuid(&policy)?), window, kind);
+    let (tables, valid_len) =
+        if bytes.len() < codec::MAGIC.len() && codec::MAGIC.starts_with(&bytes) {
+            // New, or created and cut short before its magic was whole.
+            let legacy_path = data_dir.join(legacy::FILE);
+            let tables = if legacy_path.exists() {
+                let tables = legacy::read(&legacy_path)?;
+                tracing::info!(
+                    from = %legacy_path.display(),
+                    to = %path.display(),
+                    "imported the SQLite spend journal; the old file is no longer used"
+                );
+                tables
+            } else {
+                Tables::default()
+            };
+            write_snapshot(&path, &tables)?;
+            let len = std::fs::metadata(&path)
+                .map_err(|e| io_error("cannot stat", &path, e))?
+                .len();
+            (tables, len)
+        } else {
+            replay(&path, &bytes)?
+        };
+    let state = tables.to_state()?;
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| io_error("cannot open", &path, e))?;
+    if (valid_len as usize) < bytes.len() {
+        file.set_len(valid_len)
+            .map_err(|e| io_error("cannot cut the torn record off", &path, e))?;
     }
-    let mut settled = conn
-        .prepare("SELECT policy_id, bucket_start, settled_micros FROM spend_settled")
-        .map_err(unavailable)?;
-    let rows = settled
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-        .map_err(unavailable)?;
-    for row in rows {
-        let (policy, bucket, micros) = row.map_err(unavailable)?;
-        state.restore_settled(PolicyId(uuid(&policy)?), instant(bucket)?, Micros(micros));
-    }
-    let mut holds = conn
-        .prepare(
-            "SELECT hold_id, agent_id, ancestor_ids, root_agent_id, resource, amount_micros,
-                    currency, charged, reserved_at, expires_at FROM spend_holds",
-        )
-        .map_err(unavailable)?;
-    let rows = holds.query_map([], hold_row).map_err(unavailable)?;
-    for row in rows {
-        state.restore_hold(parse_hold(row.map_err(unavailable)?)?)?;
-    }
-    Ok(state)
-}
-
-type HoldRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    i64,
-    i64,
-);
-
-fn hold_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HoldRow> {
+    let compact_bytes = limits.journal_compact_bytes.max(1);
     Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
+        JournalFile {
+            file,
+            path,
+            len: valid_len,
+            tables,
+            compact_at: valid_len.saturating_add(compact_bytes),
+            compact_bytes,
+            buf: Vec::new(),
+        },
+        state,
     ))
 }
 
-fn parse_hold(row: HoldRow) -> Result<HoldInfo, SpendError> {
-    let (id, agent, ancestors, root, resource, amount, currency, charged, reserved_at, expires_at) =
-        row;
-    let ancestor_ids: Vec<AgentId> =
-        serde_json::from_str(&ancestors).map_err(|e| corrupt("ancestor_ids", e))?;
-    let charged: Vec<(PolicyId, i64)> =
-        serde_json::from_str(&charged).map_err(|e| corrupt("charged", e))?;
-    Ok(HoldInfo {
-        hold_id: HoldId(uuid(&id)?),
-        agent_id: AgentId(uuid(&agent)?),
-        ancestor_ids,
-        root_agent_id: AgentId(uuid(&root)?),
-        resource,
-        amount: Micros(amount),
-        currency: Currency::parse(&currency).map_err(|e| corrupt("currency", e))?,
-        charged: charged
-            .into_iter()
-            .map(|(p, b)| instant(b).map(|at| (p, at)))
-            .collect::<Result<_, _>>()?,
-        reserved_at: instant(reserved_at)?,
-        expires_at: instant(expires_at)?,
-    })
+/// Applies every record of `bytes` (a whole journal file) and returns the rows with the length
+/// of the valid part. Only the last record may be bad (a write cut short by a power loss): it is
+/// dropped with a warning. A bad record with records after it is corruption: refused.
+fn replay(path: &Path, bytes: &[u8]) -> Result<(Tables, u64), SpendError> {
+    let Some(mut rest) = bytes.strip_prefix(codec::MAGIC.as_slice()) else {
+        return Err(SpendError::Corrupt(format!(
+            "{} is not a spend journal (wrong magic)",
+            path.display()
+        )));
+    };
+    let mut tables = Tables::default();
+    while !rest.is_empty() {
+        let offset = bytes.len() - rest.len();
+        match codec::take_record(rest) {
+            Record::Ops(ops, framed) => {
+                for op in ops {
+                    tables.apply(op);
+                }
+                rest = &rest[framed..];
+            }
+            Record::Torn => {
+                tracing::warn!(
+                    path = %path.display(),
+                    offset,
+                    dropped_bytes = rest.len(),
+                    "the spend journal ends in a torn record (power loss?); it is cut off"
+                );
+                return Ok((tables, offset as u64));
+            }
+            Record::Corrupt(why) if last_record(rest) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    offset,
+                    reason = %why,
+                    "the spend journal's last record is damaged (power loss?); it is cut off"
+                );
+                return Ok((tables, offset as u64));
+            }
+            Record::Corrupt(why) => {
+                return Err(SpendError::Corrupt(format!(
+                    "{} is damaged at byte {offset}: {why} (records follow it, so it is not a \
+                     torn write; restore the file or remove it to start from zero)",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Ok((tables, bytes.len() as u64))
 }
 
-/// The journal's writing side: the connection and the entries waiting for it. There is no
-/// writer thread: whoever queued an entry commits the queue itself (`drive`) when no one else
-/// is committing, taking every entry queued so far into one transaction (group commit led by a
-/// caller, so a reservation does not wait for another thread to wake up). A committer takes
-/// entries until the queue is empty and checks it again after letting go, so an entry queued
-/// while a commit runs is never left behind.
+/// Whether the record at the head of `rest` claims to end exactly where the file does.
+fn last_record(rest: &[u8]) -> bool {
+    rest.get(..4)
+        .and_then(|len| len.try_into().ok())
+        .map(|len| codec::RECORD_HEADER_BYTES + u32::from_le_bytes(len) as usize >= rest.len())
+        .unwrap_or(true)
+}
+
+/// Writes `tables` as a whole journal file at `path` (through a fsynced temporary file and a
+/// rename, so `path` is always either the old file or the whole new one) and returns the new file,
+/// open for appending.
+fn write_snapshot(path: &Path, tables: &Tables) -> Result<File, SpendError> {
+    let tmp = path.with_extension("journal.tmp");
+    let mut bytes = codec::MAGIC.to_vec();
+    for chunk in tables.snapshot().chunks(SNAPSHOT_OPS_PER_RECORD) {
+        codec::put_record(&mut bytes, chunk.iter());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| io_error("cannot create", &tmp, e))?;
+    file.write_all(&bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error("cannot write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_error("cannot rename", &tmp, e))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error("cannot sync", dir, e))?;
+    }
+    Ok(file)
+}
+
+impl JournalFile {
+    /// Appends one record holding every operation of `batch` (the waiters are not touched).
+    fn append(&mut self, batch: &mut [Entry]) -> std::io::Result<()> {
+        self.buf.clear();
+        codec::put_record(&mut self.buf, batch.iter().flat_map(|e| e.ops.iter()));
+        self.file.write_all(&self.buf)?;
+        self.len += self.buf.len() as u64;
+        for op in batch.iter_mut().flat_map(|e| e.ops.drain(..)) {
+            self.tables.apply(op);
+        }
+        Ok(())
+    }
+
+    /// Rewrites the file as a snapshot of its rows once it has grown by `compact_bytes` since
+    /// the last one. A failed compaction leaves the old file whole and in use; it is retried
+    /// after the next `compact_bytes`.
+    fn compact_if_due(&mut self) {
+        if self.len < self.compact_at {
+            return;
+        }
+        match write_snapshot(&self.path, &self.tables) {
+            Ok(file) => {
+                let before = self.len;
+                self.file = file;
+                self.len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+                tracing::debug!(before, after = self.len, "spend journal compacted");
+            }
+            Err(e) => tracing::warn!(error = %e, "spend journal compaction failed; retrying later"),
+        }
+        self.compact_at = self.len.saturating_add(self.compact_bytes);
+    }
+
+    /// A journal whose every write fails (tests of a failing disk).
+    #[cfg(test)]
+    pub(super) fn failing(file: File) -> JournalFile {
+        JournalFile {
+            file,
+            path: PathBuf::from("/dev/full"),
+            len: 0,
+            tables: Tables::default(),
+            compact_at: u64::MAX,
+            compact_bytes: u64::MAX,
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// The journal's writing side: the file and the entries waiting for it. There is no writer
+/// thread: whoever queued an entry commits the queue itself (`drive`) when no one else is
+/// committing, taking every entry queued so far into one record (group commit led by a caller,
+/// so a reservation does not wait for another thread to wake up). A committer takes entries
+/// until the queue is empty and checks it again after letting go, so an entry queued while a
+/// commit runs is never left behind.
 pub(super) struct Writer {
-    conn: Mutex<Connection>,
+    file: Mutex<JournalFile>,
     queue: Mutex<VecDeque<Entry>>,
     queue_max: usize,
     batch_max: usize,
     failure: Failure,
     /// The journal stays ours while the writer lives.
     _owner: OwnerLock,
-    stop_checkpoints: Arc<AtomicBool>,
 }
 
 impl Writer {
     pub(super) fn new(
-        conn: Connection,
+        file: JournalFile,
         queue_max: usize,
         batch_max: usize,
         failure: Failure,
         owner: OwnerLock,
-        stop_checkpoints: Arc<AtomicBool>,
     ) -> Writer {
         Writer {
-            conn: Mutex::new(conn),
+            file: Mutex::new(file),
             queue: Mutex::new(VecDeque::new()),
             queue_max: queue_max.max(1),
             batch_max: batch_max.max(1),
             failure,
             _owner: owner,
-            stop_checkpoints,
         }
     }
-
     /// The queue. A poisoned queue may have lost an entry whose change memory already holds,
     /// so it fails the journal like a failed commit: the cache refuses until a restart.
     fn queue(&self) -> Result<MutexGuard<'_, VecDeque<Entry>>, SpendError> {
@@ -340,8 +470,8 @@ impl Writer {
     /// this caller's entries too). Blocks the calling thread for the commits it runs.
     pub(super) fn drive(&self) {
         loop {
-            let mut conn = match self.conn.try_lock() {
-                Ok(conn) => conn,
+            let mut file = match self.file.try_lock() {
+                Ok(file) => file,
                 Err(TryLockError::WouldBlock) => return,
                 Err(TryLockError::Poisoned(poisoned)) => {
                     let _ = self
@@ -362,9 +492,10 @@ impl Writer {
                 if batch.is_empty() {
                     break;
                 }
-                self.commit(&mut conn, &mut batch);
+                self.commit(&mut file, &mut batch);
             }
-            drop(conn);
+            file.compact_if_due();
+            drop(file);
             match self.queue() {
                 Ok(queue) if !queue.is_empty() => continue,
                 _ => return,
@@ -372,11 +503,11 @@ impl Writer {
         }
     }
 
-    /// Writes one batch in one transaction and answers each of its waiters.
-    fn commit(&self, conn: &mut Connection, batch: &mut Vec<Entry>) {
+    /// Writes one batch as one record and answers each of its waiters.
+    fn commit(&self, file: &mut JournalFile, batch: &mut Vec<Entry>) {
         let outcome = match self.failure.get() {
             Some(earlier) => Err(SpendError::Unavailable(earlier.clone())),
-            None => write_batch(conn, batch).map_err(|e| {
+            None => file.append(batch).map_err(|e| {
                 let message = format!("spend journal write failed, restart to recover: {e}");
                 tracing::error!(error = %e, "spend journal write failed; the spend cache stops serving");
                 let _ = self.failure.set(message.clone());
@@ -394,116 +525,19 @@ impl Writer {
 
     /// Stalls every commit while the guard lives (tests of a writer that does not answer).
     #[cfg(test)]
-    pub(super) fn stall(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn stall(&self) -> MutexGuard<'_, JournalFile> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Drop for Writer {
-    /// Commits whatever is still queued (a caller that stopped waiting), then lets the
-    /// checkpointer stop; the owner lock goes with the writer.
+    /// Commits whatever is still queued (a caller that stopped waiting); the owner lock goes
+    /// with the writer.
     fn drop(&mut self) {
         self.drive();
-        self.stop_checkpoints.store(true, Ordering::Release);
     }
 }
 
-fn write_batch(conn: &mut Connection, batch: &[Entry]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    for op in batch.iter().flat_map(|entry| entry.ops.iter()) {
-        apply(&tx, op)?;
-    }
-    tx.commit()
-}
-
-fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<()> {
-    match op {
-        Op::PutHold(info) => put_hold(tx, info),
-        Op::DeleteHold(id) => tx
-            .prepare_cached("DELETE FROM spend_holds WHERE hold_id = ?1")?
-            .execute([id.0.to_string()])
-            .map(drop),
-        Op::SetExpiry(id, at) => tx
-            .prepare_cached("UPDATE spend_holds SET expires_at = ?2 WHERE hold_id = ?1")?
-            .execute(params![id.0.to_string(), micros(*at)])
-            .map(drop),
-        Op::SetSettled {
-            policy,
-            bucket,
-            micros: amount,
-        } => tx
-            .prepare_cached(
-                "INSERT INTO spend_settled (policy_id, bucket_start, settled_micros)
-                 VALUES (?1, ?2, ?3)
-                 ON CONFLICT (policy_id, bucket_start) DO UPDATE SET settled_micros = ?3",
-            )?
-            .execute(params![policy.0.to_string(), micros(*bucket), amount.get()])
-            .map(drop),
-        Op::DeleteSettled { policy, bucket } => tx
-            .prepare_cached("DELETE FROM spend_settled WHERE policy_id = ?1 AND bucket_start = ?2")?
-            .execute(params![policy.0.to_string(), micros(*bucket)])
-            .map(drop),
-        Op::SetWindow {
-            policy,
-            window,
-            kind,
-        } => tx
-            .prepare_cached(
-                "INSERT INTO spend_windows (policy_id, time_window, window_type) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (policy_id) DO UPDATE SET time_window = ?2, window_type = ?3",
-            )?
-            .execute(params![policy.0.to_string(), window.as_str(), kind.as_str()])
-            .map(drop),
-        Op::DeleteWindow(policy) => tx
-            .prepare_cached("DELETE FROM spend_windows WHERE policy_id = ?1")?
-            .execute([policy.0.to_string()])
-            .map(drop),
-    }
-}
-
-fn put_hold(tx: &Transaction<'_>, info: &HoldInfo) -> rusqlite::Result<()> {
-    let to_json = |e: serde_json::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
-    let ancestors = serde_json::to_string(&info.ancestor_ids).map_err(to_json)?;
-    let charged: Vec<(PolicyId, i64)> =
-        info.charged.iter().map(|(p, b)| (*p, micros(*b))).collect();
-    let charged = serde_json::to_string(&charged).map_err(to_json)?;
-    tx.prepare_cached(
-        "INSERT INTO spend_holds (hold_id, agent_id, ancestor_ids, root_agent_id, resource,
-             amount_micros, currency, charged, reserved_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        info.hold_id.0.to_string(),
-        info.agent_id.0.to_string(),
-        ancestors,
-        info.root_agent_id.0.to_string(),
-        info.resource,
-        info.amount.get(),
-        info.currency.as_str(),
-        charged,
-        micros(info.reserved_at),
-        micros(info.expires_at),
-    ])
-    .map(drop)
-}
-
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
-}
-
-fn instant(value: i64) -> Result<DateTime<Utc>, SpendError> {
-    DateTime::<Utc>::from_timestamp_micros(value)
-        .ok_or_else(|| SpendError::Corrupt(format!("timestamp {value} out of range")))
-}
-
-fn uuid(text: &str) -> Result<Uuid, SpendError> {
-    Uuid::parse_str(text).map_err(|e| corrupt("id", e))
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> SpendError {
-    SpendError::Corrupt(format!("{what}: {e}"))
-}
-
-fn unavailable(e: rusqlite::Error) -> SpendError {
-    SpendError::Unavailable(format!("spend journal: {e}"))
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> SpendError {
+    SpendError::Unavailable(format!("spend journal: {what} {}: {e}", path.display()))
 }

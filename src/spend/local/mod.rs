@@ -1,6 +1,6 @@
 //! `LocalSpend`, the in-process spend cache of the embedded default: one mutex-guarded state (one
 //! critical section per operation, so N racing reservations for N slots all agree) and a durable
-//! SQLite journal, so kill -9 and restart continue every budget. Names no HTTP, Kafka or Redis.
+//! append-only journal file, so kill -9 and restart continue every budget. Names no HTTP, Kafka or Redis.
 //!
 //! Ordering: under the state lock an operation checks for room in the journal queue (none →
 //! `Overloaded`, nothing changed), changes memory, and queues its journal operations; the lock
@@ -10,7 +10,9 @@
 //! fails the cache refuses every later call (`Unavailable`) until a restart rebuilds it from the
 //! file, because memory then holds changes that the file lacks.
 
+mod codec;
 mod journal;
+mod legacy;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -31,7 +33,7 @@ use crate::core::money::Micros;
 use crate::core::policy::BudgetPolicy;
 
 /// File name of the spend journal inside the data directory.
-pub const DB_FILE: &str = "spend.db";
+pub const JOURNAL_FILE: &str = journal::FILE;
 
 /// Every bound of `LocalSpend`. Reaching a memory bound is `SpendError::Full`, a full journal queue
 /// `SpendError::Overloaded`; the gateway answers both with 503.
@@ -47,12 +49,16 @@ pub struct LocalLimits {
     pub resource_bytes_max: usize,
     /// Operations waiting for their commit.
     pub journal_queue_max: usize,
-    /// Operations the writer commits in one transaction.
+    /// Queued calls the writer commits in one record.
     pub journal_batch_max: usize,
+    /// Growth of the journal file, in bytes, after which it is rewritten as a snapshot of what it
+    /// holds (the file stays about this size; a reopen replays at most this much).
+    pub journal_compact_bytes: u64,
     /// Longest wait for an operation's commit before the call fails `Unavailable` (the change
     /// may still commit later, as it is already in memory).
     pub commit_timeout_ms: u64,
-    /// Longest wait at open for another connection to release the journal file.
+    /// Longest wait at open for another owner of the journal (a `LocalSpend` being dropped) to
+    /// let go of it.
     pub open_busy_timeout_ms: u64,
     /// Replay-protection nonces remembered at once.
     pub nonces_max: usize,
@@ -67,6 +73,7 @@ impl Default for LocalLimits {
             resource_bytes_max: 512,
             journal_queue_max: 16_384,
             journal_batch_max: 1_024,
+            journal_compact_bytes: 64 << 20,
             commit_timeout_ms: 5_000,
             open_busy_timeout_ms: 5_000,
             nonces_max: 1_000_000,
@@ -90,6 +97,9 @@ impl LocalLimits {
             None if self.commit_timeout_ms == 0 => Err(SpendError::Invalid(
                 "commit_timeout_ms must be at least 1".into(),
             )),
+            None if self.journal_compact_bytes == 0 => Err(SpendError::Invalid(
+                "journal_compact_bytes must be at least 1".into(),
+            )),
             None => Ok(()),
         }
     }
@@ -106,8 +116,8 @@ pub struct LocalSpend {
 }
 
 impl LocalSpend {
-    /// Opens (creating if needed) `<data_dir>/spend.db`, takes it for this process alone, and
-    /// rebuilds settled spend and live holds from it. Holds of a previous process stay live until
+    /// Opens (creating if needed) `<data_dir>/spend.journal`, takes it for this process alone,
+    /// and rebuilds settled spend and live holds from it (importing an earlier `spend.db` once). Holds of a previous process stay live until
     /// they are settled or expire (then `take_expired` posts them). Blocks while loading.
     pub fn open(data_dir: &Path, limits: LocalLimits) -> Result<LocalSpend, SpendError> {
         limits.validate()?;
@@ -117,11 +127,10 @@ impl LocalSpend {
                 data_dir.display()
             ))
         })?;
-        let path = data_dir.join(DB_FILE);
-        let busy_timeout = Duration::from_millis(limits.open_busy_timeout_ms);
-        let owner = journal::lock_owner(&path, busy_timeout)?;
-        let conn = journal::open(&path, busy_timeout)?;
-        let state = journal::load(&conn)?;
+        let path = data_dir.join(JOURNAL_FILE);
+        let owner =
+            journal::lock_owner(data_dir, Duration::from_millis(limits.open_busy_timeout_ms))?;
+        let (file, state) = journal::open(data_dir, &limits)?;
         if state.holds_len() > limits.holds_max || state.buckets_len() > limits.buckets_max {
             tracing::warn!(
                 holds = state.holds_len(),
@@ -131,15 +140,12 @@ impl LocalSpend {
             );
         }
         let failure: Failure = Arc::new(OnceLock::new());
-        let stop_checkpoints = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        journal::spawn_checkpointer(&path, busy_timeout, Arc::clone(&stop_checkpoints))?;
         let writer = Writer::new(
-            conn,
+            file,
             limits.journal_queue_max,
             limits.journal_batch_max,
             Arc::clone(&failure),
             owner,
-            stop_checkpoints,
         );
         Ok(LocalSpend {
             state: Mutex::new(state),

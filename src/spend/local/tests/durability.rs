@@ -10,7 +10,7 @@ use super::*;
 use crate::spend::HoldInfo;
 
 /// Two policies, a spread of settled spend, live holds with extended and original expiries.
-async fn populate(spend: &LocalSpend, policies: &[BudgetPolicy]) -> Vec<HoldId> {
+pub(super) async fn populate(spend: &LocalSpend, policies: &[BudgetPolicy]) -> Vec<HoldId> {
     let now = utc("2026-03-10T12:00:00Z");
     let mut live = Vec::new();
     for i in 0..20 {
@@ -32,14 +32,14 @@ async fn populate(spend: &LocalSpend, policies: &[BudgetPolicy]) -> Vec<HoldId> 
     live
 }
 
-fn policies() -> Vec<BudgetPolicy> {
+pub(super) fn policies() -> Vec<BudgetPolicy> {
     vec![
         policy(10, 2, 100_000, TimeWindow::Hourly, WindowType::Rolling),
         daily(11, 1, 1_000_000),
     ]
 }
 
-async fn snapshot(
+pub(super) async fn snapshot(
     spend: &LocalSpend,
     policies: &[BudgetPolicy],
 ) -> (Vec<(i64, i64)>, Vec<HoldInfo>) {

@@ -3,27 +3,20 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::super::journal::{self, Failure, Writer};
+use super::super::journal::{self, Failure, JournalFile, Writer};
 use super::super::state::State;
 use super::*;
 use crate::spend::SpendError;
 
-/// A `LocalSpend` writing to `conn` (which may be any SQLite file, even a broken one).
-fn with_writer(
-    limits: LocalLimits,
-    failure: Failure,
-    conn: rusqlite::Connection,
-    file: &Path,
-) -> LocalSpend {
-    let owner = journal::lock_owner(file, std::time::Duration::ZERO).unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// A `LocalSpend` in `dir` writing to `file` (which may be broken).
+fn with_writer(limits: LocalLimits, failure: Failure, file: JournalFile, dir: &Path) -> LocalSpend {
+    let owner = journal::lock_owner(dir, std::time::Duration::ZERO).unwrap();
     let writer = Writer::new(
-        conn,
+        file,
         limits.journal_queue_max,
         limits.journal_batch_max,
         Arc::clone(&failure),
         owner,
-        stop,
     );
     LocalSpend {
         state: Mutex::new(State::default()),
@@ -75,10 +68,17 @@ async fn a_full_journal_queue_is_overloaded_and_changes_nothing() {
 async fn a_failed_commit_makes_the_cache_refuse_every_later_call() {
     let dir = tempfile::tempdir().unwrap();
     let failure: Failure = Arc::new(OnceLock::new());
-    // A journal file without its tables: the first write fails as a full disk would.
-    let file = dir.path().join("broken.db");
-    let conn = rusqlite::Connection::open(&file).unwrap();
-    let spend = with_writer(LocalLimits::default(), failure, conn, &file);
+    // Every write to /dev/full fails with ENOSPC, as on a full disk.
+    let full = std::fs::OpenOptions::new()
+        .append(true)
+        .open("/dev/full")
+        .unwrap();
+    let spend = with_writer(
+        LocalLimits::default(),
+        failure,
+        JournalFile::failing(full),
+        dir.path(),
+    );
     let now = utc("2026-03-10T12:00:00Z");
     let policies = [daily(10, 2, 1_000)];
 

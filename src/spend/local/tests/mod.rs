@@ -6,6 +6,7 @@ mod budget;
 mod concurrency;
 mod durability;
 mod faults;
+mod journal_file;
 mod model;
 
 use chrono::{DateTime, Duration, Utc};

@@ -1,0 +1,152 @@
+//! The journal file itself: a power loss's torn tail is cut off, damage with records after it is
+//! refused, compaction keeps the file small without losing anything, and a journal kept by an
+//! earlier version in SQLite is imported once.
+
+use std::io::Write;
+
+use super::durability::{policies, populate, snapshot};
+use super::*;
+use crate::spend::SpendError;
+
+fn journal(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join(super::super::JOURNAL_FILE)
+}
+
+fn append(path: &std::path::Path, bytes: &[u8]) {
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.write_all(bytes).unwrap();
+}
+
+#[tokio::test]
+async fn a_torn_last_record_is_cut_off_and_the_journal_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policies();
+    let spend = open(&dir);
+    populate(&spend, &policies).await;
+    let before = snapshot(&spend, &policies).await;
+    spend.close().await.unwrap();
+    let whole = std::fs::metadata(journal(&dir)).unwrap().len();
+    // The first bytes of a record whose write was cut short: a length claiming more than follows.
+    append(&journal(&dir), &[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]);
+
+    let reopened = open(&dir);
+    assert_eq!(snapshot(&reopened, &policies).await, before);
+    assert_eq!(std::fs::metadata(journal(&dir)).unwrap().len(), whole);
+    // New records follow the cut, and the next reopen reads them.
+    let now = utc("2026-03-10T12:30:00Z");
+    reserved(&reopened, request(&child(2), &policies, 7, now)).await;
+    let after = snapshot(&reopened, &policies).await;
+    assert_ne!(after, before);
+    reopened.close().await.unwrap();
+    assert_eq!(snapshot(&open(&dir), &policies).await, after);
+}
+
+#[tokio::test]
+async fn a_damaged_record_with_records_after_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policies();
+    let spend = open(&dir);
+    populate(&spend, &policies).await;
+    spend.close().await.unwrap();
+    let mut bytes = std::fs::read(journal(&dir)).unwrap();
+    // A byte inside the first record's payload (after the magic and the record header).
+    bytes[8 + 8 + 3] ^= 0xff;
+    std::fs::write(journal(&dir), &bytes).unwrap();
+
+    match LocalSpend::open(dir.path(), LocalLimits::default()) {
+        Err(SpendError::Corrupt(message)) => {
+            assert!(message.contains("damaged at byte 8"), "{message}")
+        }
+        Err(other) => panic!("expected Corrupt, got {other}"),
+        Ok(_) => panic!("a damaged journal must not open"),
+    }
+}
+
+#[tokio::test]
+async fn compaction_keeps_the_file_small_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = LocalLimits {
+        journal_compact_bytes: 4_096,
+        ..LocalLimits::default()
+    };
+    let policies = policies();
+    let spend = LocalSpend::open(dir.path(), limits.clone()).unwrap();
+    let now = utc("2026-03-10T12:00:00Z");
+    // About 200 bytes per reservation and per settlement: far more than 4 KiB in all.
+    for i in 0..500 {
+        let hold = reserved(&spend, request(&child(2), &policies, 10, now)).await;
+        spend
+            .settle(hold.hold_id, Micros(i % 7), now)
+            .await
+            .unwrap();
+    }
+    let live = populate(&spend, &policies).await;
+    let before = snapshot(&spend, &policies).await;
+    assert_eq!(before.1.len(), live.len());
+    let len = std::fs::metadata(journal(&dir)).unwrap().len();
+    assert!(len < 2 * 4_096 + 4_096, "journal is {len} bytes");
+    drop(spend);
+
+    let reopened = LocalSpend::open(dir.path(), limits).unwrap();
+    assert_eq!(snapshot(&reopened, &policies).await, before);
+}
+
+/// The schema an earlier Caracal kept its spend journal in.
+const LEGACY_SCHEMA: &str = "
+    CREATE TABLE spend_settled (policy_id TEXT NOT NULL, bucket_start INTEGER NOT NULL,
+        settled_micros INTEGER NOT NULL, PRIMARY KEY (policy_id, bucket_start)) WITHOUT ROWID;
+    CREATE TABLE spend_windows (policy_id TEXT PRIMARY KEY, time_window TEXT NOT NULL,
+        window_type TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE spend_holds (hold_id TEXT PRIMARY KEY, agent_id TEXT NOT NULL,
+        ancestor_ids TEXT NOT NULL, root_agent_id TEXT NOT NULL, resource TEXT NOT NULL,
+        amount_micros INTEGER NOT NULL, currency TEXT NOT NULL, charged TEXT NOT NULL,
+        reserved_at INTEGER NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;";
+
+#[tokio::test]
+async fn a_journal_kept_in_sqlite_by_an_earlier_version_is_imported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy_id = PolicyId(Uuid::from_u128(10)).0.to_string();
+    let bucket = utc("2026-03-10T00:00:00Z").timestamp_micros();
+    let conn = rusqlite::Connection::open(dir.path().join("spend.db")).unwrap();
+    conn.execute_batch(LEGACY_SCHEMA).unwrap();
+    conn.execute(
+        "INSERT INTO spend_windows VALUES (?1, 'daily', 'calendar')",
+        [&policy_id],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO spend_settled VALUES (?1, ?2, 400)",
+        rusqlite::params![policy_id, bucket],
+    )
+    .unwrap();
+    let charged = format!("[[\"{policy_id}\",{bucket}]]");
+    conn.execute(
+        "INSERT INTO spend_holds VALUES (?1, ?2, ?3, ?4, 'openai/gpt-4o', 250, 'USD', ?5, ?6, ?7)",
+        rusqlite::params![
+            Uuid::from_u128(99).to_string(),
+            Uuid::from_u128(2).to_string(),
+            format!("[\"{}\"]", Uuid::from_u128(1)),
+            Uuid::from_u128(1).to_string(),
+            charged,
+            utc("2026-03-10T12:00:00Z").timestamp_micros(),
+            utc("2026-03-10T12:05:00Z").timestamp_micros(),
+        ],
+    )
+    .unwrap();
+    drop(conn);
+
+    let policies = [daily(10, 2, 1_000)];
+    let now = utc("2026-03-10T12:01:00Z");
+    let spend = open(&dir);
+    assert_eq!(usage(&spend, &policies, now).await, vec![(400, 250)]);
+    assert_eq!(spend.list_holds(10).await.unwrap().len(), 1);
+    // From now on the journal file is the record: a change survives without the old file.
+    spend
+        .settle(HoldId(Uuid::from_u128(99)), Micros(100), now)
+        .await
+        .unwrap();
+    spend.close().await.unwrap();
+    std::fs::remove_file(dir.path().join("spend.db")).unwrap();
+    let reopened = open(&dir);
+    assert_eq!(usage(&reopened, &policies, now).await, vec![(500, 0)]);
+}
