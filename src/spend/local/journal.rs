@@ -314,12 +314,16 @@ fn replay(path: &Path, bytes: &[u8]) -> Result<(Tables, u64), SpendError> {
     Ok((tables, bytes.len() as u64))
 }
 
-/// Whether the record at the head of `rest` claims to end exactly where the file does.
+/// Whether the record at the head of `rest` is the file's last: its (plausible) length reaches
+/// the end of the file. A length over the reader's cap is damage, never a torn write.
 fn last_record(rest: &[u8]) -> bool {
-    rest.get(..4)
-        .and_then(|len| len.try_into().ok())
-        .map(|len| codec::RECORD_HEADER_BYTES + u32::from_le_bytes(len) as usize >= rest.len())
-        .unwrap_or(true)
+    match rest.first_chunk::<4>() {
+        Some(len) => {
+            let len = u32::from_le_bytes(*len) as usize;
+            len <= codec::RECORD_BYTES_MAX && codec::RECORD_HEADER_BYTES + len >= rest.len()
+        }
+        None => true,
+    }
 }
 
 /// Writes `tables` as a whole journal file at `path` (through a fsynced temporary file and a

@@ -63,6 +63,24 @@ async fn a_damaged_record_with_records_after_it_is_refused() {
 }
 
 #[tokio::test]
+async fn a_record_length_no_writer_could_have_written_is_refused_not_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policies();
+    let spend = open(&dir);
+    populate(&spend, &policies).await;
+    spend.close().await.unwrap();
+    let mut bytes = std::fs::read(journal(&dir)).unwrap();
+    // The first record's length field (after the magic) set beyond the reader's cap.
+    bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(journal(&dir), &bytes).unwrap();
+
+    assert!(matches!(
+        LocalSpend::open(dir.path(), LocalLimits::default()),
+        Err(SpendError::Corrupt(_))
+    ));
+}
+
+#[tokio::test]
 async fn compaction_keeps_the_file_small_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let limits = LocalLimits {
