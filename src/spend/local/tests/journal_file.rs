@@ -41,19 +41,22 @@ async fn a_torn_last_record_is_cut_off_and_the_journal_goes_on() {
     assert_eq!(snapshot(&open(&dir), &policies).await, after);
 }
 
-#[tokio::test]
-async fn a_damaged_record_with_records_after_it_is_refused() {
+/// A populated journal, closed, then edited by `damage`; what reopening it says.
+async fn reopen_damaged(damage: impl FnOnce(&mut Vec<u8>)) -> Result<LocalSpend, SpendError> {
     let dir = tempfile::tempdir().unwrap();
-    let policies = policies();
     let spend = open(&dir);
-    populate(&spend, &policies).await;
+    populate(&spend, &policies()).await;
     spend.close().await.unwrap();
     let mut bytes = std::fs::read(journal(&dir)).unwrap();
-    // A byte inside the first record's payload (after the magic and the record header).
-    bytes[8 + 8 + 3] ^= 0xff;
+    damage(&mut bytes);
     std::fs::write(journal(&dir), &bytes).unwrap();
+    LocalSpend::open(dir.path(), LocalLimits::default())
+}
 
-    match LocalSpend::open(dir.path(), LocalLimits::default()) {
+#[tokio::test]
+async fn a_damaged_record_with_records_after_it_is_refused() {
+    // A byte inside the first record's payload (after the magic and the record header).
+    match reopen_damaged(|bytes| bytes[8 + 8 + 3] ^= 0xff).await {
         Err(SpendError::Corrupt(message)) => {
             assert!(message.contains("damaged at byte 8"), "{message}")
         }
@@ -64,20 +67,9 @@ async fn a_damaged_record_with_records_after_it_is_refused() {
 
 #[tokio::test]
 async fn a_record_length_no_writer_could_have_written_is_refused_not_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let policies = policies();
-    let spend = open(&dir);
-    populate(&spend, &policies).await;
-    spend.close().await.unwrap();
-    let mut bytes = std::fs::read(journal(&dir)).unwrap();
     // The first record's length field (after the magic) set beyond the reader's cap.
-    bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-    std::fs::write(journal(&dir), &bytes).unwrap();
-
-    assert!(matches!(
-        LocalSpend::open(dir.path(), LocalLimits::default()),
-        Err(SpendError::Corrupt(_))
-    ));
+    let reopened = reopen_damaged(|bytes| bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes()));
+    assert!(matches!(reopened.await, Err(SpendError::Corrupt(_))));
 }
 
 #[tokio::test]
