@@ -143,6 +143,19 @@ fn every_kind_of_tampering_is_named_by_verify_range() {
         .unwrap();
     });
     assert_names(&found, p, 2, "root mismatch");
+    // A row altered and the two rows after it swapped: every row is checked once, so the
+    // altered row is named once.
+    let found = tampered(&env, |db| {
+        db.execute_batch(&format!(
+            r#"UPDATE ledger_events SET cost_micros = cost_micros + 1 WHERE "partition" = {p} AND seq = 20;
+               UPDATE ledger_events SET seq = 1000000 WHERE "partition" = {p} AND seq = 21;
+               UPDATE ledger_events SET seq = 21 WHERE "partition" = {p} AND seq = 22;
+               UPDATE ledger_events SET seq = 22 WHERE "partition" = {p} AND seq = 1000000;"#
+        ))
+        .unwrap();
+    });
+    assert_names(&found, p, 2, "row altered: seq 20");
+    assert_eq!(found.matches("seq 20 ").count(), 1, "{found}");
 
     // A root altered: it no longer matches the rows, and the next batch's chain breaks.
     let found = tampered(&env, |db| {
