@@ -1,6 +1,8 @@
 //! The byte format of the spend journal file: an 8-byte magic, then records. A record is one
-//! commit: `u32` payload length, `u32` CRC-32 of the payload (both little-endian), then the
-//! payload, a sequence of operations. Owns encoding and decoding only; no file I/O, no state.
+//! commit: a 12-byte header — `u32` payload length, CRC-32 of those 4 length bytes, CRC-32 of the
+//! payload (all little-endian) — then the payload, a sequence of operations. The length has its
+//! own checksum so that a damaged length is seen as damage, never mistaken for a record cut short
+//! at the end of the file. Owns encoding and decoding only; no file I/O, no state.
 //!
 //! An operation is a tag byte and its fields: ids as 16 raw bytes, integers as `i64`
 //! little-endian (instants in unix microseconds), strings and lists as a `u32` count then the
@@ -18,9 +20,10 @@ use crate::spend::{HoldId, HoldInfo};
 
 /// The first bytes of every journal file (format version 1).
 pub(super) const MAGIC: &[u8; 8] = b"CSPJRNL1";
-/// Length + CRC in front of every record.
-pub(super) const RECORD_HEADER_BYTES: usize = 8;
-/// The longest payload a reader accepts: a longer length field is corruption, not a record.
+/// Length, its CRC and the payload's CRC in front of every record.
+pub(super) const RECORD_HEADER_BYTES: usize = 12;
+/// The longest payload a record may have: the writer refuses a longer one (a failed commit),
+/// the reader calls a longer length damage.
 pub(super) const RECORD_BYTES_MAX: usize = 256 << 20;
 
 const PUT_HOLD: u8 = 1;
@@ -41,30 +44,47 @@ pub(super) enum DecodeError {
     Invalid { what: &'static str, detail: String },
 }
 
-/// Appends one framed record holding `ops` to `out`. The journal's limits keep a record far
-/// below `RECORD_BYTES_MAX` (a batch of at most `journal_batch_max` entries; a snapshot is
-/// written `SNAPSHOT_OPS_PER_RECORD` operations at a time).
-pub(super) fn put_record<'a>(out: &mut Vec<u8>, ops: impl Iterator<Item = &'a Op>) {
+/// Appends one framed record holding `ops` to `out`. A payload over `RECORD_BYTES_MAX` is not
+/// appended: `Err` with its length. (The journal's limits keep records far below it: a batch of
+/// at most `journal_batch_max` entries; a snapshot is written `SNAPSHOT_OPS_PER_RECORD`
+/// operations at a time.)
+pub(super) fn put_record<'a>(
+    out: &mut Vec<u8>,
+    ops: impl Iterator<Item = &'a Op>,
+) -> Result<(), usize> {
     let start = out.len();
     out.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
     for op in ops {
         put_op(out, op);
     }
-    let payload = &out[start + RECORD_HEADER_BYTES..];
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    let crc = crc32fast::hash(payload);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let payload_len = out.len() - start - RECORD_HEADER_BYTES;
+    let Some(len) = u32::try_from(payload_len)
+        .ok()
+        .filter(|_| payload_len <= RECORD_BYTES_MAX)
+    else {
+        out.truncate(start);
+        return Err(payload_len);
+    };
+    let len = len.to_le_bytes();
+    let payload_crc = crc32fast::hash(&out[start + RECORD_HEADER_BYTES..]);
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + 8].copy_from_slice(&crc32fast::hash(&len).to_le_bytes());
+    out[start + 8..start + 12].copy_from_slice(&payload_crc.to_le_bytes());
+    Ok(())
 }
 
 /// What one record at the head of `bytes` holds.
 #[derive(Debug, PartialEq)]
 pub(super) enum Record {
-    /// A whole record with a valid checksum: its operations and its framed length.
+    /// A whole record with valid checksums: its operations and its framed length.
     Ops(Vec<Op>, usize),
-    /// The bytes end inside the record (a write cut short by a power loss).
+    /// The bytes end inside the header, or inside the payload of a record whose header is
+    /// valid: a write cut short.
     Torn,
-    /// The record is whole but its checksum or content is wrong.
+    /// The header is valid but the payload's checksum is not; `framed` is the record's length
+    /// (a cut-short write only if the record ends exactly where the file does).
+    BadPayload { framed: usize },
+    /// The header's checksum is wrong, or a checksummed payload does not decode.
     Corrupt(String),
 }
 
@@ -73,16 +93,21 @@ pub(super) fn take_record(bytes: &[u8]) -> Record {
     let Some((header, rest)) = bytes.split_first_chunk::<RECORD_HEADER_BYTES>() else {
         return Record::Torn;
     };
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let [l0, l1, l2, l3, h0, h1, h2, h3, p0, p1, p2, p3] = *header;
+    if crc32fast::hash(&[l0, l1, l2, l3]) != u32::from_le_bytes([h0, h1, h2, h3]) {
+        return Record::Corrupt("record header checksum mismatch".into());
+    }
+    let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
     if len > RECORD_BYTES_MAX {
         return Record::Corrupt(format!("record length {len} over {RECORD_BYTES_MAX}"));
     }
     let Some(payload) = rest.get(..len) else {
         return Record::Torn;
     };
-    if crc32fast::hash(payload) != crc {
-        return Record::Corrupt("checksum mismatch".into());
+    if crc32fast::hash(payload) != u32::from_le_bytes([p0, p1, p2, p3]) {
+        return Record::BadPayload {
+            framed: RECORD_HEADER_BYTES + len,
+        };
     }
     let mut reader = Reader(payload);
     let mut ops = Vec::new();
@@ -349,14 +374,14 @@ mod tests {
     fn every_operation_reads_back_as_written() {
         let ops = every_op();
         let mut bytes = Vec::new();
-        put_record(&mut bytes, ops.iter());
+        put_record(&mut bytes, ops.iter()).unwrap();
         assert_eq!(take_record(&bytes), Record::Ops(ops, bytes.len()));
     }
 
     #[test]
     fn an_empty_record_is_a_record() {
         let mut bytes = Vec::new();
-        put_record(&mut bytes, [].iter());
+        put_record(&mut bytes, [].iter()).unwrap();
         assert_eq!(bytes.len(), RECORD_HEADER_BYTES);
         assert_eq!(
             take_record(&bytes),
@@ -365,20 +390,44 @@ mod tests {
     }
 
     #[test]
-    fn a_record_cut_anywhere_is_torn_and_a_flipped_bit_is_corrupt() {
+    fn a_record_cut_anywhere_is_torn_and_every_flipped_bit_is_seen() {
         let mut bytes = Vec::new();
-        put_record(&mut bytes, every_op().iter());
+        put_record(&mut bytes, every_op().iter()).unwrap();
         for cut in 1..bytes.len() {
             assert_eq!(take_record(&bytes[..cut]), Record::Torn, "cut at {cut}");
         }
-        for i in RECORD_HEADER_BYTES..bytes.len() {
-            let mut flipped = bytes.clone();
-            flipped[i] ^= 0x10;
-            assert!(
-                matches!(take_record(&flipped), Record::Corrupt(_)),
-                "flip at {i}"
-            );
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut flipped = bytes.clone();
+                flipped[i] ^= 1 << bit;
+                let seen = take_record(&flipped);
+                match i {
+                    // The length or its checksum: the header is damaged, never "torn".
+                    0..8 => assert!(matches!(seen, Record::Corrupt(_)), "flip at {i}: {seen:?}"),
+                    _ => assert_eq!(
+                        seen,
+                        Record::BadPayload {
+                            framed: bytes.len()
+                        },
+                        "flip at {i}"
+                    ),
+                }
+            }
         }
+    }
+
+    #[test]
+    fn a_payload_over_the_cap_is_not_written() {
+        let huge = Op::PutHold(HoldInfo {
+            resource: "x".repeat(RECORD_BYTES_MAX),
+            ..match every_op().remove(0) {
+                Op::PutHold(info) => info,
+                _ => unreachable!(),
+            }
+        });
+        let mut bytes = vec![7];
+        assert!(put_record(&mut bytes, [huge].iter()).is_err());
+        assert_eq!(bytes, vec![7]);
     }
 
     #[test]
@@ -387,7 +436,9 @@ mod tests {
         let mut payload = vec![PUT_HOLD];
         payload.extend_from_slice(&[0; 32]);
         payload.extend_from_slice(&u32::MAX.to_le_bytes());
-        let mut bytes = (payload.len() as u32).to_le_bytes().to_vec();
+        let len = (payload.len() as u32).to_le_bytes();
+        let mut bytes = len.to_vec();
+        bytes.extend_from_slice(&crc32fast::hash(&len).to_le_bytes());
         bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         bytes.extend_from_slice(&payload);
         assert_eq!(

@@ -72,25 +72,35 @@ pub(super) type Failure = Arc<OnceLock<String>>;
 /// How often a waiting opener retries the owner lock.
 const LOCK_RETRY: Duration = Duration::from_millis(10);
 
-/// Proof that this process owns the journal: an OS lock on `<data_dir>/spend.lock`, released
-/// when the file is closed (also when the process is killed).
-pub(super) struct OwnerLock(#[allow(dead_code)] File);
+/// Proof that this process owns the journal: OS locks on `<data_dir>/spend.lock` and on
+/// `spend.db.lock` (the lock of earlier versions, so an old and a new process never both own the
+/// budgets), released when the files are closed (also when the process is killed).
+pub(super) struct OwnerLock(#[allow(dead_code)] [File; 2]);
 
 /// Takes the journal for this process alone, waiting up to `wait` for a previous owner (a
 /// `LocalSpend` being dropped) to let go: a second live owner would keep its own budgets beside
 /// ours, so it is refused.
 pub(super) fn lock_owner(data_dir: &Path, wait: Duration) -> Result<OwnerLock, SpendError> {
-    let lock_path = data_dir.join("spend.lock");
+    let deadline = std::time::Instant::now() + wait;
+    let current = lock_file(data_dir, &data_dir.join("spend.lock"), deadline)?;
+    let legacy = lock_file(data_dir, &data_dir.join(legacy::LOCK_FILE), deadline)?;
+    Ok(OwnerLock([current, legacy]))
+}
+
+fn lock_file(
+    data_dir: &Path,
+    lock_path: &Path,
+    deadline: std::time::Instant,
+) -> Result<File, SpendError> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)
-        .map_err(|e| io_error("cannot open", &lock_path, e))?;
-    let deadline = std::time::Instant::now() + wait;
+        .open(lock_path)
+        .map_err(|e| io_error("cannot open", lock_path, e))?;
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(OwnerLock(file)),
+            Ok(()) => return Ok(file),
             Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(LOCK_RETRY);
             }
@@ -101,7 +111,7 @@ pub(super) fn lock_owner(data_dir: &Path, wait: Duration) -> Result<OwnerLock, S
                 )))
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(io_error("cannot lock", &lock_path, e))
+                return Err(io_error("cannot lock", lock_path, e))
             }
         }
     }
@@ -212,40 +222,30 @@ pub(super) fn open(
     limits: &LocalLimits,
 ) -> Result<(JournalFile, State), SpendError> {
     let path = data_dir.join(FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    let (bytes, tables, valid_len) = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let (tables, valid_len) = replay(&path, &bytes)?;
+            (bytes, tables, valid_len)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let imported = import_legacy(data_dir)?;
+            let is_import = imported.is_some();
+            let tables = imported.unwrap_or_default();
+            let (_, len) = write_snapshot(&path, &tables)?;
+            if is_import {
+                retire_legacy(data_dir);
+            }
+            (Vec::new(), tables, len)
+        }
         Err(e) => return Err(io_error("cannot read", &path, e)),
     };
-    let (tables, valid_len) =
-        if bytes.len() < codec::MAGIC.len() && codec::MAGIC.starts_with(&bytes) {
-            // New, or created and cut short before its magic was whole.
-            let legacy_path = data_dir.join(legacy::FILE);
-            let tables = if legacy_path.exists() {
-                let tables = legacy::read(&legacy_path)?;
-                tracing::info!(
-                    from = %legacy_path.display(),
-                    to = %path.display(),
-                    "imported the SQLite spend journal; the old file is no longer used"
-                );
-                tables
-            } else {
-                Tables::default()
-            };
-            write_snapshot(&path, &tables)?;
-            let len = std::fs::metadata(&path)
-                .map_err(|e| io_error("cannot stat", &path, e))?
-                .len();
-            (tables, len)
-        } else {
-            replay(&path, &bytes)?
-        };
     let state = tables.to_state()?;
     let file = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
         .map_err(|e| io_error("cannot open", &path, e))?;
     if (valid_len as usize) < bytes.len() {
+        // Only a torn tail is ever cut (see `replay`).
         file.set_len(valid_len)
             .map_err(|e| io_error("cannot cut the torn record off", &path, e))?;
     }
@@ -264,9 +264,35 @@ pub(super) fn open(
     ))
 }
 
+/// The rows of an earlier version's SQLite journal, if there is one.
+fn import_legacy(data_dir: &Path) -> Result<Option<Tables>, SpendError> {
+    let legacy_path = data_dir.join(legacy::FILE);
+    match std::fs::metadata(&legacy_path) {
+        Ok(_) => {
+            let tables = legacy::read(&legacy_path)?;
+            tracing::info!(from = %legacy_path.display(), "imported the SQLite spend journal");
+            Ok(Some(tables))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("cannot stat", &legacy_path, e)),
+    }
+}
+
+/// Renames the imported SQLite journal out of the way (`spend.db.imported`), so it is never
+/// imported again; a failure only warns, since the new journal already holds everything.
+fn retire_legacy(data_dir: &Path) {
+    let from = data_dir.join(legacy::FILE);
+    let to = data_dir.join(legacy::RETIRED_FILE);
+    if let Err(e) = std::fs::rename(&from, &to) {
+        tracing::warn!(error = %e, from = %from.display(), "cannot rename the imported spend.db");
+    }
+}
+
 /// Applies every record of `bytes` (a whole journal file) and returns the rows with the length
-/// of the valid part. Only the last record may be bad (a write cut short by a power loss): it is
-/// dropped with a warning. A bad record with records after it is corruption: refused.
+/// of the valid part. Only a write cut short by a power loss is cut off, with a warning: a record
+/// whose header is whole and valid but whose bytes end early or fail their checksum at the very
+/// end of the file, a header cut short, or a tail of zero bytes (space the file system allocated
+/// before the data reached it). Anything else is damage: refused, never guessed around.
 fn replay(path: &Path, bytes: &[u8]) -> Result<(Tables, u64), SpendError> {
     let Some(mut rest) = bytes.strip_prefix(codec::MAGIC.as_slice()) else {
         return Err(SpendError::Corrupt(format!(
@@ -277,63 +303,53 @@ fn replay(path: &Path, bytes: &[u8]) -> Result<(Tables, u64), SpendError> {
     let mut tables = Tables::default();
     while !rest.is_empty() {
         let offset = bytes.len() - rest.len();
-        match codec::take_record(rest) {
+        let damage = match codec::take_record(rest) {
             Record::Ops(ops, framed) => {
                 for op in ops {
                     tables.apply(op);
                 }
                 rest = &rest[framed..];
+                continue;
             }
-            Record::Torn => {
+            Record::Torn => None,
+            Record::BadPayload { framed } if framed == rest.len() => None,
+            Record::BadPayload { .. } => Some("record checksum mismatch".to_owned()),
+            Record::Corrupt(why) => Some(why),
+        };
+        match damage {
+            Some(why) if rest.iter().any(|b| *b != 0) => {
+                return Err(SpendError::Corrupt(format!(
+                    "{} is damaged at byte {offset}: {why} (not a write cut short at its end; \
+                     restore the file, or remove it to start every budget from zero)",
+                    path.display()
+                )))
+            }
+            _ => {
                 tracing::warn!(
                     path = %path.display(),
                     offset,
                     dropped_bytes = rest.len(),
-                    "the spend journal ends in a torn record (power loss?); it is cut off"
+                    "the spend journal ends in a write cut short (power loss?); it is cut off"
                 );
                 return Ok((tables, offset as u64));
-            }
-            Record::Corrupt(why) if last_record(rest) => {
-                tracing::warn!(
-                    path = %path.display(),
-                    offset,
-                    reason = %why,
-                    "the spend journal's last record is damaged (power loss?); it is cut off"
-                );
-                return Ok((tables, offset as u64));
-            }
-            Record::Corrupt(why) => {
-                return Err(SpendError::Corrupt(format!(
-                    "{} is damaged at byte {offset}: {why} (records follow it, so it is not a \
-                     torn write; restore the file or remove it to start from zero)",
-                    path.display()
-                )))
             }
         }
     }
     Ok((tables, bytes.len() as u64))
 }
 
-/// Whether the record at the head of `rest` is the file's last: its (plausible) length reaches
-/// the end of the file. A length over the reader's cap is damage, never a torn write.
-fn last_record(rest: &[u8]) -> bool {
-    match rest.first_chunk::<4>() {
-        Some(len) => {
-            let len = u32::from_le_bytes(*len) as usize;
-            len <= codec::RECORD_BYTES_MAX && codec::RECORD_HEADER_BYTES + len >= rest.len()
-        }
-        None => true,
-    }
-}
-
 /// Writes `tables` as a whole journal file at `path` (through a fsynced temporary file and a
 /// rename, so `path` is always either the old file or the whole new one) and returns the new file,
-/// open for appending.
-fn write_snapshot(path: &Path, tables: &Tables) -> Result<File, SpendError> {
+/// open for appending, with its length. Once the rename is done the new file is the journal:
+/// a failure to sync the directory after it only warns (the rename may then not survive a power
+/// loss, which leaves the old, complete file).
+fn write_snapshot(path: &Path, tables: &Tables) -> Result<(File, u64), SpendError> {
     let tmp = path.with_extension("journal.tmp");
     let mut bytes = codec::MAGIC.to_vec();
     for chunk in tables.snapshot().chunks(SNAPSHOT_OPS_PER_RECORD) {
-        codec::put_record(&mut bytes, chunk.iter());
+        codec::put_record(&mut bytes, chunk.iter()).map_err(|len| {
+            SpendError::Unavailable(format!("spend journal: a snapshot record of {len} bytes"))
+        })?;
     }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -346,18 +362,25 @@ fn write_snapshot(path: &Path, tables: &Tables) -> Result<File, SpendError> {
         .map_err(|e| io_error("cannot write", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_error("cannot rename", &tmp, e))?;
     if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error("cannot sync", dir, e))?;
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot sync the journal's directory");
+        }
     }
-    Ok(file)
+    Ok((file, bytes.len() as u64))
 }
 
 impl JournalFile {
     /// Appends one record holding every operation of `batch` (the waiters are not touched).
     fn append(&mut self, batch: &mut [Entry]) -> std::io::Result<()> {
         self.buf.clear();
-        codec::put_record(&mut self.buf, batch.iter().flat_map(|e| e.ops.iter()));
+        codec::put_record(&mut self.buf, batch.iter().flat_map(|e| e.ops.iter())).map_err(
+            |len| {
+                std::io::Error::other(format!(
+                    "a record of {len} bytes is over {}",
+                    codec::RECORD_BYTES_MAX
+                ))
+            },
+        )?;
         self.file.write_all(&self.buf)?;
         self.len += self.buf.len() as u64;
         for op in batch.iter_mut().flat_map(|e| e.ops.drain(..)) {
@@ -374,11 +397,10 @@ impl JournalFile {
             return;
         }
         match write_snapshot(&self.path, &self.tables) {
-            Ok(file) => {
-                let before = self.len;
+            Ok((file, len)) => {
+                tracing::debug!(before = self.len, after = len, "spend journal compacted");
                 self.file = file;
-                self.len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
-                tracing::debug!(before, after = self.len, "spend journal compacted");
+                self.len = len;
             }
             Err(e) => tracing::warn!(error = %e, "spend journal compaction failed; retrying later"),
         }
@@ -450,7 +472,8 @@ impl Writer {
         if self.queue()?.len() < self.queue_max {
             return Ok(());
         }
-        self.drive();
+        // Under the state lock: commit, but leave a due compaction to the next `drive`.
+        self.drive_with(false);
         if self.queue()?.len() >= self.queue_max {
             return Err(SpendError::Overloaded {
                 max: self.queue_max,
@@ -473,6 +496,11 @@ impl Writer {
     /// Commits everything queued unless another caller is committing right now (it then takes
     /// this caller's entries too). Blocks the calling thread for the commits it runs.
     pub(super) fn drive(&self) {
+        self.drive_with(true);
+    }
+
+    /// `drive`, compacting the file afterwards if it is due and `compact` allows.
+    fn drive_with(&self, compact: bool) {
         loop {
             let mut file = match self.file.try_lock() {
                 Ok(file) => file,
@@ -498,7 +526,9 @@ impl Writer {
                 }
                 self.commit(&mut file, &mut batch);
             }
-            file.compact_if_due();
+            if compact {
+                file.compact_if_due();
+            }
             drop(file);
             match self.queue() {
                 Ok(queue) if !queue.is_empty() => continue,

@@ -1,6 +1,6 @@
 //! The one-time import of a spend journal kept by an earlier Caracal in SQLite
-//! (`<data_dir>/spend.db`): read its rows into `Tables`, once, when no journal file exists yet.
-//! Reads only; the file is left in place (and unused) for the operator to delete.
+//! (`<data_dir>/spend.db`): read its rows into `Tables`, once, when no journal file exists yet;
+//! the journal then renames it `spend.db.imported` for the operator to delete.
 
 use std::path::Path;
 
@@ -16,6 +16,10 @@ use crate::spend::{HoldId, HoldInfo, SpendError};
 
 /// File name of the earlier SQLite journal inside the data directory.
 pub(super) const FILE: &str = "spend.db";
+/// Its name once imported.
+pub(super) const RETIRED_FILE: &str = "spend.db.imported";
+/// The owner lock earlier versions took.
+pub(super) const LOCK_FILE: &str = "spend.db.lock";
 
 /// Reads every row of the SQLite journal at `path`.
 pub(super) fn read(path: &Path) -> Result<Tables, SpendError> {

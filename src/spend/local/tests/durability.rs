@@ -118,7 +118,12 @@ async fn crash_child_runs_until_killed() {
     let Ok(dir) = std::env::var(CRASH_DIR_ENV) else {
         return;
     };
-    let spend = LocalSpend::open(std::path::Path::new(&dir), LocalLimits::default()).unwrap();
+    // A small compaction threshold: the kill also lands among compactions (snapshot + rename).
+    let limits = LocalLimits {
+        journal_compact_bytes: 16 << 10,
+        ..LocalLimits::default()
+    };
+    let spend = LocalSpend::open(std::path::Path::new(&dir), limits).unwrap();
     let policies = [policy(
         10,
         2,

@@ -55,8 +55,8 @@ async fn reopen_damaged(damage: impl FnOnce(&mut Vec<u8>)) -> Result<LocalSpend,
 
 #[tokio::test]
 async fn a_damaged_record_with_records_after_it_is_refused() {
-    // A byte inside the first record's payload (after the magic and the record header).
-    match reopen_damaged(|bytes| bytes[8 + 8 + 3] ^= 0xff).await {
+    // A byte inside the first record's payload (after the magic and the 12-byte header).
+    match reopen_damaged(|bytes| bytes[8 + 12 + 3] ^= 0xff).await {
         Err(SpendError::Corrupt(message)) => {
             assert!(message.contains("damaged at byte 8"), "{message}")
         }
@@ -66,10 +66,63 @@ async fn a_damaged_record_with_records_after_it_is_refused() {
 }
 
 #[tokio::test]
-async fn a_record_length_no_writer_could_have_written_is_refused_not_cut_off() {
-    // The first record's length field (after the magic) set beyond the reader's cap.
-    let reopened = reopen_damaged(|bytes| bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes()));
+async fn a_damaged_record_length_is_refused_not_taken_for_a_cut_short_write() {
+    // The first record's length made to reach past the end of the file (under the reader's
+    // cap): without the length's own checksum this would look like the journal's last record.
+    let reopened = reopen_damaged(|bytes| {
+        let past_the_end = u32::try_from(bytes.len()).unwrap();
+        bytes[8..12].copy_from_slice(&past_the_end.to_le_bytes());
+    });
     assert!(matches!(reopened.await, Err(SpendError::Corrupt(_))));
+}
+
+#[tokio::test]
+async fn a_last_record_that_passes_its_checksums_but_does_not_decode_is_refused() {
+    // Whole and checksummed, so not a write cut short: an unknown operation (a newer format?).
+    let payload = [99u8];
+    let len = 1u32.to_le_bytes();
+    let reopened = reopen_damaged(|bytes| {
+        bytes.extend_from_slice(&len);
+        bytes.extend_from_slice(&crc32fast::hash(&len).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+    });
+    match reopened.await {
+        Err(SpendError::Corrupt(message)) => assert!(message.contains("tag 99"), "{message}"),
+        Err(other) => panic!("expected Corrupt, got {other}"),
+        Ok(_) => panic!("an undecodable record must not be dropped"),
+    }
+}
+
+#[tokio::test]
+async fn a_tail_of_zeros_is_cut_off() {
+    // Space a file system allocated before a power loss, without the data that was to fill it.
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policies();
+    let spend = open(&dir);
+    populate(&spend, &policies).await;
+    let before = snapshot(&spend, &policies).await;
+    spend.close().await.unwrap();
+    append(&journal(&dir), &[0; 4096]);
+    assert_eq!(snapshot(&open(&dir), &policies).await, before);
+}
+
+#[tokio::test]
+async fn an_owner_of_the_earlier_sqlite_journal_keeps_a_new_process_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_owner = std::fs::File::create(dir.path().join("spend.db.lock")).unwrap();
+    old_owner.try_lock().unwrap();
+    let impatient = LocalLimits {
+        open_busy_timeout_ms: 50,
+        ..LocalLimits::default()
+    };
+    match LocalSpend::open(dir.path(), impatient) {
+        Err(SpendError::Unavailable(message)) => {
+            assert!(message.contains("in use by another process"), "{message}")
+        }
+        Err(other) => panic!("expected Unavailable, got {other}"),
+        Ok(_) => panic!("a journal owned by an earlier version must not be opened"),
+    }
 }
 
 #[tokio::test]
@@ -156,7 +209,9 @@ async fn a_journal_kept_in_sqlite_by_an_earlier_version_is_imported_once() {
         .await
         .unwrap();
     spend.close().await.unwrap();
-    std::fs::remove_file(dir.path().join("spend.db")).unwrap();
+    // Imported once: the old file is renamed, and a reopen reads the journal only.
+    assert!(!dir.path().join("spend.db").exists());
+    assert!(dir.path().join("spend.db.imported").exists());
     let reopened = open(&dir);
     assert_eq!(usage(&reopened, &policies, now).await, vec![(500, 0)]);
 }
