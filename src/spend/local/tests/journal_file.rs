@@ -17,17 +17,31 @@ fn append(path: &std::path::Path, bytes: &[u8]) {
     file.write_all(bytes).unwrap();
 }
 
-#[tokio::test]
-async fn a_torn_last_record_is_cut_off_and_the_journal_goes_on() {
+type Snapshot = (Vec<(i64, i64)>, Vec<crate::spend::HoldInfo>);
+
+/// A populated journal, closed, with `tail` appended to its file; what it held before.
+async fn closed_with_tail(tail: &[u8]) -> (tempfile::TempDir, Snapshot) {
     let dir = tempfile::tempdir().unwrap();
     let policies = policies();
     let spend = open(&dir);
     populate(&spend, &policies).await;
     let before = snapshot(&spend, &policies).await;
     spend.close().await.unwrap();
-    let whole = std::fs::metadata(journal(&dir)).unwrap().len();
-    // The first bytes of a record whose write was cut short: a length claiming more than follows.
-    append(&journal(&dir), &[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]);
+    append(&journal(&dir), tail);
+    (dir, before)
+}
+
+#[tokio::test]
+async fn a_torn_last_record_is_cut_off_and_the_journal_goes_on() {
+    // A record whose write was cut short: a valid length announcing 200 bytes, then the payload
+    // checksum and 5 of the 200 bytes.
+    let len = 200u32.to_le_bytes();
+    let mut torn = len.to_vec();
+    torn.extend_from_slice(&crc32fast::hash(&len).to_le_bytes());
+    torn.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    let (dir, before) = closed_with_tail(&torn).await;
+    let whole = std::fs::metadata(journal(&dir)).unwrap().len() - torn.len() as u64;
+    let policies = policies();
 
     let reopened = open(&dir);
     assert_eq!(snapshot(&reopened, &policies).await, before);
@@ -53,16 +67,20 @@ async fn reopen_damaged(damage: impl FnOnce(&mut Vec<u8>)) -> Result<LocalSpend,
     LocalSpend::open(dir.path(), LocalLimits::default())
 }
 
-#[tokio::test]
-async fn a_damaged_record_with_records_after_it_is_refused() {
-    // A byte inside the first record's payload (after the magic and the 12-byte header).
-    match reopen_damaged(|bytes| bytes[8 + 12 + 3] ^= 0xff).await {
-        Err(SpendError::Corrupt(message)) => {
-            assert!(message.contains("damaged at byte 8"), "{message}")
-        }
+/// The message of a refusal to open a damaged journal.
+fn refused_as_corrupt(opened: Result<LocalSpend, SpendError>) -> String {
+    match opened {
+        Err(SpendError::Corrupt(message)) => message,
         Err(other) => panic!("expected Corrupt, got {other}"),
         Ok(_) => panic!("a damaged journal must not open"),
     }
+}
+
+#[tokio::test]
+async fn a_damaged_record_with_records_after_it_is_refused() {
+    // A byte inside the first record's payload (after the magic and the 12-byte header).
+    let message = refused_as_corrupt(reopen_damaged(|bytes| bytes[8 + 12 + 3] ^= 0xff).await);
+    assert!(message.contains("damaged at byte 8"), "{message}");
 }
 
 #[tokio::test]
@@ -73,7 +91,7 @@ async fn a_damaged_record_length_is_refused_not_taken_for_a_cut_short_write() {
         let past_the_end = u32::try_from(bytes.len()).unwrap();
         bytes[8..12].copy_from_slice(&past_the_end.to_le_bytes());
     });
-    assert!(matches!(reopened.await, Err(SpendError::Corrupt(_))));
+    refused_as_corrupt(reopened.await);
 }
 
 #[tokio::test]
@@ -87,24 +105,15 @@ async fn a_last_record_that_passes_its_checksums_but_does_not_decode_is_refused(
         bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         bytes.extend_from_slice(&payload);
     });
-    match reopened.await {
-        Err(SpendError::Corrupt(message)) => assert!(message.contains("tag 99"), "{message}"),
-        Err(other) => panic!("expected Corrupt, got {other}"),
-        Ok(_) => panic!("an undecodable record must not be dropped"),
-    }
+    let message = refused_as_corrupt(reopened.await);
+    assert!(message.contains("tag 99"), "{message}");
 }
 
 #[tokio::test]
 async fn a_tail_of_zeros_is_cut_off() {
     // Space a file system allocated before a power loss, without the data that was to fill it.
-    let dir = tempfile::tempdir().unwrap();
-    let policies = policies();
-    let spend = open(&dir);
-    populate(&spend, &policies).await;
-    let before = snapshot(&spend, &policies).await;
-    spend.close().await.unwrap();
-    append(&journal(&dir), &[0; 4096]);
-    assert_eq!(snapshot(&open(&dir), &policies).await, before);
+    let (dir, before) = closed_with_tail(&[0; 4096]).await;
+    assert_eq!(snapshot(&open(&dir), &policies()).await, before);
 }
 
 #[tokio::test]
