@@ -118,7 +118,9 @@ fn lock_file(
 }
 
 /// The rows the journal's operations describe, as of its last written record: what a snapshot
-/// writes, and what the state is rebuilt from.
+/// writes, and what the state is rebuilt from. Kept beside `State` rather than derived from it
+/// because memory runs ahead of the file (changes queued but not yet written): a snapshot taken
+/// from memory would hold changes whose waiters were never answered, out of queue order.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Tables {
     windows: HashMap<PolicyId, (TimeWindow, WindowType)>,
@@ -222,33 +224,33 @@ pub(super) fn open(
     limits: &LocalLimits,
 ) -> Result<(JournalFile, State), SpendError> {
     let path = data_dir.join(FILE);
-    let (bytes, tables, valid_len) = match std::fs::read(&path) {
+    let (file, tables, valid_len) = match std::fs::read(&path) {
         Ok(bytes) => {
             let (tables, valid_len) = replay(&path, &bytes)?;
-            (bytes, tables, valid_len)
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| io_error("cannot open", &path, e))?;
+            if (valid_len as usize) < bytes.len() {
+                // Only a write cut short is ever cut off (see `replay`).
+                file.set_len(valid_len)
+                    .map_err(|e| io_error("cannot cut the torn record off", &path, e))?;
+            }
+            (file, tables, valid_len)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let imported = import_legacy(data_dir)?;
             let is_import = imported.is_some();
             let tables = imported.unwrap_or_default();
-            let (_, len) = write_snapshot(&path, &tables)?;
+            let (file, len) = write_snapshot(&path, &tables)?;
             if is_import {
                 retire_legacy(data_dir);
             }
-            (Vec::new(), tables, len)
+            (file, tables, len)
         }
         Err(e) => return Err(io_error("cannot read", &path, e)),
     };
     let state = tables.to_state()?;
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(|e| io_error("cannot open", &path, e))?;
-    if (valid_len as usize) < bytes.len() {
-        // Only a torn tail is ever cut (see `replay`).
-        file.set_len(valid_len)
-            .map_err(|e| io_error("cannot cut the torn record off", &path, e))?;
-    }
     let compact_bytes = limits.journal_compact_bytes.max(1);
     Ok((
         JournalFile {
@@ -455,6 +457,7 @@ impl Writer {
             _owner: owner,
         }
     }
+
     /// The queue. A poisoned queue may have lost an entry whose change memory already holds,
     /// so it fails the journal like a failed commit: the cache refuses until a restart.
     fn queue(&self) -> Result<MutexGuard<'_, VecDeque<Entry>>, SpendError> {

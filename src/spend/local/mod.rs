@@ -1,6 +1,7 @@
 //! `LocalSpend`, the in-process spend cache of the embedded default: one mutex-guarded state (one
 //! critical section per operation, so N racing reservations for N slots all agree) and a durable
-//! append-only journal file, so kill -9 and restart continue every budget. Names no HTTP, Kafka or Redis.
+//! append-only journal file, so kill -9 and restart continue every budget. Names no HTTP, Kafka
+//! or Redis.
 //!
 //! Ordering: under the state lock an operation checks for room in the journal queue (none →
 //! `Overloaded`, nothing changed), changes memory, and queues its journal operations; the lock
@@ -117,8 +118,9 @@ pub struct LocalSpend {
 
 impl LocalSpend {
     /// Opens (creating if needed) `<data_dir>/spend.journal`, takes it for this process alone,
-    /// and rebuilds settled spend and live holds from it (importing an earlier `spend.db` once). Holds of a previous process stay live until
-    /// they are settled or expire (then `take_expired` posts them). Blocks while loading.
+    /// and rebuilds settled spend and live holds from it (importing an earlier `spend.db` once).
+    /// Holds of a previous process stay live until they are settled or expire (then
+    /// `take_expired` posts them). Blocks while loading.
     pub fn open(data_dir: &Path, limits: LocalLimits) -> Result<LocalSpend, SpendError> {
         limits.validate()?;
         std::fs::create_dir_all(data_dir).map_err(|e| {
