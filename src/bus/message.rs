@@ -50,7 +50,7 @@ fn timestamp(at: UnixMicros) -> Result<DateTime<Utc>, BusError> {
 /// The message for `event` on its topic, keyed by its root agent, valued by its framed datum.
 pub fn event_message(event: &Event, framing: Framing) -> Result<OutgoingMessage, BusError> {
     let kind = event.kind();
-    let value = avro::frame(kind, framing, &avro::encode_event(event)?)?;
+    let value = avro::encode_event_framed(event, Some(framing))?;
     let mut headers = vec![
         (
             HEADER_EVENT_TYPE.to_owned(),

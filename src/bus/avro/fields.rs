@@ -1,6 +1,7 @@
-//! Building and taking apart `Value::Record`s field by field: ids, times, counts, enums,
-//! unions. Every conversion that can fail names its record and field in the error.
-//! Knows no event; `records.rs` lists the fields of each.
+//! Taking apart decoded `Value::Record`s field by field (ids, times, counts, enums, unions),
+//! and the symbol tables of our Avro enums. Every conversion that can fail names its record
+//! and field in the error. Knows no event; `records.rs` lists the fields of each, and
+//! `writers.rs` writes them.
 
 use std::collections::HashMap;
 
@@ -65,123 +66,6 @@ impl Symbol for WindowType {
         match self {
             WindowType::Calendar => "CALENDAR",
             WindowType::Rolling => "ROLLING",
-        }
-    }
-}
-
-pub(super) fn null() -> Value {
-    Value::Union(0, Box::new(Value::Null))
-}
-
-/// `["null", T]` with `T` at index 1.
-pub(super) fn some(value: Value) -> Value {
-    Value::Union(1, Box::new(value))
-}
-
-/// Collects the fields of one record in schema order; the first failed conversion is kept and
-/// returned by `finish`.
-pub(super) struct RecordWriter {
-    record: &'static str,
-    fields: Vec<(String, Value)>,
-    error: Option<AvroError>,
-}
-
-impl RecordWriter {
-    pub(super) fn new(record: &'static str) -> RecordWriter {
-        RecordWriter {
-            record,
-            fields: Vec::with_capacity(32),
-            error: None,
-        }
-    }
-
-    pub(super) fn put(&mut self, field: &'static str, value: Value) {
-        self.fields.push((field.to_owned(), value));
-    }
-
-    pub(super) fn put_result(&mut self, field: &'static str, value: Result<Value, AvroError>) {
-        match value {
-            Ok(value) => self.put(field, value),
-            Err(e) => {
-                self.error.get_or_insert(e);
-            }
-        }
-    }
-
-    pub(super) fn uuid(&mut self, field: &'static str, id: Uuid) {
-        self.put(field, Value::Uuid(id));
-    }
-
-    pub(super) fn opt_uuid(&mut self, field: &'static str, id: Option<Uuid>) {
-        self.put(field, id.map_or_else(null, |id| some(Value::Uuid(id))));
-    }
-
-    pub(super) fn uuids(&mut self, field: &'static str, ids: impl Iterator<Item = Uuid>) {
-        self.put(field, Value::Array(ids.map(Value::Uuid).collect()));
-    }
-
-    pub(super) fn time(&mut self, field: &'static str, at: UnixMicros) {
-        self.put(field, Value::TimestampMicros(at.0));
-    }
-
-    pub(super) fn string(&mut self, field: &'static str, text: &str) {
-        self.put(field, Value::String(text.to_owned()));
-    }
-
-    pub(super) fn opt_string(&mut self, field: &'static str, text: Option<&str>) {
-        self.put(
-            field,
-            text.map_or_else(null, |t| some(Value::String(t.to_owned()))),
-        );
-    }
-
-    pub(super) fn long(&mut self, field: &'static str, n: i64) {
-        self.put(field, Value::Long(n));
-    }
-
-    pub(super) fn micros(&mut self, field: &'static str, amount: Micros) {
-        self.long(field, amount.0);
-    }
-
-    pub(super) fn currency(&mut self, field: &'static str, currency: Currency) {
-        self.string(field, currency.as_str());
-    }
-
-    /// A non-negative count; above `i64::MAX` it cannot be an Avro long.
-    pub(super) fn count(&mut self, field: &'static str, n: u64) {
-        let record = self.record;
-        let value = i64::try_from(n)
-            .map(Value::Long)
-            .map_err(|_| AvroError::Mismatch {
-                record,
-                field,
-                detail: format!("{n} does not fit an Avro long"),
-            });
-        self.put_result(field, value);
-    }
-
-    pub(super) fn boolean(&mut self, field: &'static str, b: bool) {
-        self.put(field, Value::Boolean(b));
-    }
-
-    pub(super) fn symbol<E: Symbol>(&mut self, field: &'static str, value: E) {
-        let record = self.record;
-        let index = E::all().iter().position(|v| *v == value);
-        let value = match index.and_then(|i| u32::try_from(i).ok()) {
-            Some(i) => Ok(Value::Enum(i, value.symbol().to_owned())),
-            None => Err(AvroError::Mismatch {
-                record,
-                field,
-                detail: format!("{} is missing from the symbol table", value.symbol()),
-            }),
-        };
-        self.put_result(field, value);
-    }
-
-    pub(super) fn finish(self) -> Result<Value, AvroError> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(Value::Record(self.fields)),
         }
     }
 }

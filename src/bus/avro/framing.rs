@@ -2,7 +2,7 @@
 //! (`C3 01`, 8-byte little-endian CRC-64-AVRO fingerprint, datum) and the Confluent wire format
 //! (`00`, 4-byte big-endian Schema Registry id, datum). Readers accept both; no registry I/O here.
 
-use super::{decode_event, encode_datum, schemas, AvroError, AvroRecord};
+use super::{decode_event, schemas, AvroError, AvroRecord};
 use crate::core::events::{Event, EventKind};
 
 /// Marker of Avro single-object encoding.
@@ -47,26 +47,52 @@ impl Decoded<'_> {
     }
 }
 
-/// Puts the header of `framing` in front of a datum of `kind`.
-pub fn frame(kind: EventKind, framing: Framing, datum: &[u8]) -> Result<Vec<u8>, AvroError> {
-    let mut out = Vec::with_capacity(SINGLE_OBJECT_HEADER_BYTES + datum.len());
-    match framing {
+/// The header of either framing, on the stack.
+#[derive(Default)]
+pub(super) struct Header {
+    bytes: [u8; SINGLE_OBJECT_HEADER_BYTES],
+    len: usize,
+}
+
+impl Header {
+    pub(super) fn bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// The header of `framing` for a datum of `kind`.
+pub(super) fn header(kind: EventKind, framing: Framing) -> Result<Header, AvroError> {
+    let mut bytes = [0u8; SINGLE_OBJECT_HEADER_BYTES];
+    let len = match framing {
         Framing::SingleObject => {
-            out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
-            out.extend_from_slice(&schemas::fingerprint(kind)?);
+            let (magic, fingerprint) = bytes.split_at_mut(SINGLE_OBJECT_MAGIC.len());
+            magic.copy_from_slice(&SINGLE_OBJECT_MAGIC);
+            fingerprint.copy_from_slice(&schemas::fingerprint(kind)?);
+            SINGLE_OBJECT_HEADER_BYTES
         }
         Framing::Confluent { schema_id } => {
-            out.push(CONFLUENT_MAGIC);
-            out.extend_from_slice(&schema_id.to_be_bytes());
+            let (magic, rest) = bytes.split_at_mut(1);
+            magic.copy_from_slice(&[CONFLUENT_MAGIC]);
+            let (id, _) = rest.split_at_mut(4);
+            id.copy_from_slice(&schema_id.to_be_bytes());
+            CONFLUENT_HEADER_BYTES
         }
-    }
+    };
+    Ok(Header { bytes, len })
+}
+
+/// Puts the header of `framing` in front of a datum of `kind`.
+pub fn frame(kind: EventKind, framing: Framing, datum: &[u8]) -> Result<Vec<u8>, AvroError> {
+    let header = header(kind, framing)?;
+    let mut out = Vec::with_capacity(header.len + datum.len());
+    out.extend_from_slice(header.bytes());
     out.extend_from_slice(datum);
     Ok(out)
 }
 
 /// The message value for `event`: its datum behind the header of `framing`.
 pub fn encode_framed<E: AvroRecord>(event: &E, framing: Framing) -> Result<Vec<u8>, AvroError> {
-    frame(E::KIND, framing, &encode_datum(event)?)
+    event.write_datum(header(E::KIND, framing)?.bytes())
 }
 
 /// Reads the header of either framing. `registry_lookup` maps a Schema Registry id to the kind

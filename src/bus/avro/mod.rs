@@ -7,6 +7,7 @@ mod fields;
 mod framing;
 mod records;
 mod schemas;
+mod writers;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -61,17 +62,18 @@ fn hex(bytes: &[u8]) -> String {
 /// A struct that is one of our Avro records.
 pub trait AvroRecord: Sized {
     const KIND: EventKind;
-    /// The struct as a `Value::Record` in schema field order.
+    /// The struct as a `Value::Record` in schema field order (for schema checks and tests).
     fn to_avro(&self) -> Result<Value, AvroError>;
+    /// `prefix`, then the struct's Avro binary datum, written directly (the same bytes as
+    /// `to_avro` written by `canonical.rs`).
+    fn write_datum(&self, prefix: &[u8]) -> Result<Vec<u8>, AvroError>;
     /// The struct from a decoded `Value::Record`, checking every field (ids, currency, ranges).
     fn from_avro(value: Value) -> Result<Self, AvroError>;
 }
 
 /// The Avro binary datum of `event`: the bytes the ledger stores and seals.
 pub fn encode_datum<E: AvroRecord>(event: &E) -> Result<Vec<u8>, AvroError> {
-    let value = event.to_avro()?;
-    schemas::validate(E::KIND, &value)?;
-    canonical::encode(E::KIND.name(), &value)
+    event.write_datum(&[])
 }
 
 /// Decodes a datum written with our schema of `E`, rejecting trailing bytes.
@@ -81,11 +83,21 @@ pub fn decode_datum<E: AvroRecord>(datum: &[u8]) -> Result<E, AvroError> {
 
 /// `encode_datum` for whichever event `event` is.
 pub fn encode_event(event: &Event) -> Result<Vec<u8>, AvroError> {
+    encode_event_framed(event, None)
+}
+
+/// The message value for `event`: its datum behind the header of `framing` (if any), written
+/// into one buffer.
+pub fn encode_event_framed(event: &Event, framing: Option<Framing>) -> Result<Vec<u8>, AvroError> {
+    let header = match framing {
+        Some(framing) => framing::header(event.kind(), framing)?,
+        None => framing::Header::default(),
+    };
     match event {
-        Event::Metering(e) => encode_datum(e),
-        Event::Decision(e) => encode_datum(e),
-        Event::Lifecycle(e) => encode_datum(e),
-        Event::Change(e) => encode_datum(e),
+        Event::Metering(e) => e.write_datum(header.bytes()),
+        Event::Decision(e) => e.write_datum(header.bytes()),
+        Event::Lifecycle(e) => e.write_datum(header.bytes()),
+        Event::Change(e) => e.write_datum(header.bytes()),
     }
 }
 

@@ -5,7 +5,6 @@
 use std::sync::LazyLock;
 
 use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::schema::ResolvedSchema;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 
@@ -55,10 +54,8 @@ struct Parsed {
     fingerprint: [u8; 8],
 }
 
-/// What a datum reader and writer need, built once per schema.
+/// What a datum reader needs, built once per schema.
 struct Codec {
-    parsed: &'static Parsed,
-    names: ResolvedSchema<'static>,
     reader: GenericDatumReader<'static>,
 }
 
@@ -102,15 +99,10 @@ pub(super) fn parsing_canonical_form(schema: &Schema) -> String {
 
 fn codec(parsed: &'static Result<Parsed, String>) -> Result<Codec, String> {
     let parsed = parsed.as_ref().map_err(Clone::clone)?;
-    let names = ResolvedSchema::try_from(&parsed.schema).map_err(|e| e.to_string())?;
     let reader = GenericDatumReader::builder(&parsed.schema)
         .build()
         .map_err(|e| e.to_string())?;
-    Ok(Codec {
-        parsed,
-        names,
-        reader,
-    })
+    Ok(Codec { reader })
 }
 
 fn slot<T>(all: &'static [Result<T, String>], kind: EventKind) -> Result<&'static T, AvroError> {
@@ -162,18 +154,6 @@ pub(super) fn kind_of_fingerprint(fingerprint: &[u8; 8]) -> Option<EventKind> {
     EventKind::ALL
         .into_iter()
         .find(|k| parsed(*k).is_ok_and(|p| &p.fingerprint == fingerprint))
-}
-
-/// Checks `value` against the schema of `kind` before it is written.
-pub(super) fn validate(kind: EventKind, value: &Value) -> Result<(), AvroError> {
-    let codec = slot(&CODECS, kind)?;
-    if value.validate_with_names(&codec.parsed.schema, codec.names.get_names()) {
-        Ok(())
-    } else {
-        Err(AvroError::Invalid {
-            record: kind.name(),
-        })
-    }
 }
 
 /// Reads one datum of `kind`; every byte must belong to it.

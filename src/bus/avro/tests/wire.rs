@@ -262,7 +262,7 @@ fn datum_with(name: &str, value: Value) -> Vec<u8> {
             *slot = value.clone();
         }
     }
-    canonical::encode("test", &Value::Record(fields)).unwrap()
+    super::reference::encode("test", &Value::Record(fields)).unwrap()
 }
 
 #[test]
