@@ -1,28 +1,29 @@
 //! The durable journal of `LocalSpend`: `<data_dir>/spend.journal`, an append-only file of
 //! checksummed records (`codec.rs`), one per commit. Owns the file: the rebuild of the in-memory
-//! state at open (replay, then a torn tail from a power loss cut off), the group-commit `Writer`
-//! that appends queued operations in order, many per record, answering each waiter only after
-//! its record is written, and compaction (the file rewritten as a snapshot once it grows).
+//! state at open (replay, then a torn tail from a power loss cut off), appending a record (for
+//! the group commit of `writer.rs`), and compaction (the file rewritten as a snapshot once it
+//! grows, on a thread of its own so commits go on meanwhile).
 //! Holds no budget logic: it stores what `state.rs` decided, exactly in the order it decided it.
 //!
 //! Durability: a record is written with one `write` before its waiters are answered, so a
 //! process that is killed loses nothing acknowledged (the kernel has the bytes). Like SQLite's
 //! `synchronous=NORMAL`, appends are not fsynced: a power loss may cut the newest records, and
 //! the torn record is dropped at the next open. A compaction fsyncs its snapshot before it
-//! replaces the file.
+//! replaces the file; the records appended while it ran are copied behind the snapshot when it
+//! is swapped in, so the new file holds everything the old one did.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::oneshot;
 
 use super::codec::{self, Record};
 use super::state::State;
+use super::writer::Entry;
 use super::{legacy, LocalLimits};
 use crate::core::money::Micros;
 use crate::core::policy::{PolicyId, TimeWindow, WindowType};
@@ -55,19 +56,6 @@ pub(super) enum Op {
     },
     DeleteWindow(PolicyId),
 }
-
-/// The operations of one call, committed together; the waiter hears the commit's outcome.
-pub(super) struct Entry {
-    pub(super) ops: Vec<Op>,
-    pub(super) waiter: Option<oneshot::Sender<Result<(), SpendError>>>,
-}
-
-/// Where a caller hears that its entry was committed (or why not).
-pub(super) type Commit = oneshot::Receiver<Result<(), SpendError>>;
-
-/// Set once, by the writer, when a commit fails: from then on the cache refuses to serve, since
-/// memory holds changes the file does not. A restart rebuilds from the file.
-pub(super) type Failure = Arc<OnceLock<String>>;
 
 /// How often a waiting opener retries the owner lock.
 const LOCK_RETRY: Duration = Duration::from_millis(10);
@@ -210,11 +198,21 @@ pub(super) struct JournalFile {
     path: PathBuf,
     len: u64,
     tables: Tables,
-    /// The length at which the next compaction runs.
+    /// The length at which the next compaction starts.
     compact_at: u64,
     compact_bytes: u64,
+    /// The compaction writing its snapshot right now, if one is.
+    compaction: Option<Compaction>,
     /// The record being written (kept to reuse its allocation).
     buf: Vec<u8>,
+}
+
+/// A compaction under way: a thread writing (and fsyncing) the snapshot of the rows as they
+/// stood when the journal was `from_len` bytes long to the temporary file. The records appended
+/// after `from_len` are copied behind the snapshot when it is swapped in.
+struct Compaction {
+    from_len: u64,
+    thread: std::thread::JoinHandle<Result<(File, u64), SpendError>>,
 }
 
 /// Opens (creating if needed) the journal in `data_dir`, replays it, and returns it with the state
@@ -242,7 +240,8 @@ pub(super) fn open(
             let imported = import_legacy(data_dir)?;
             let is_import = imported.is_some();
             let tables = imported.unwrap_or_default();
-            let (file, len) = write_snapshot(&path, &tables)?;
+            let (file, len) = write_temp(&temp_path(&path), tables.snapshot())?;
+            install(&path)?;
             if is_import {
                 retire_legacy(data_dir);
             }
@@ -260,6 +259,7 @@ pub(super) fn open(
             tables,
             compact_at: valid_len.saturating_add(compact_bytes),
             compact_bytes,
+            compaction: None,
             buf: Vec::new(),
         },
         state,
@@ -340,15 +340,16 @@ fn replay(path: &Path, bytes: &[u8]) -> Result<(Tables, u64), SpendError> {
     Ok((tables, bytes.len() as u64))
 }
 
-/// Writes `tables` as a whole journal file at `path` (through a fsynced temporary file and a
-/// rename, so `path` is always either the old file or the whole new one) and returns the new file,
-/// open for appending, with its length. Once the rename is done the new file is the journal:
-/// a failure to sync the directory after it only warns (the rename may then not survive a power
-/// loss, which leaves the old, complete file).
-fn write_snapshot(path: &Path, tables: &Tables) -> Result<(File, u64), SpendError> {
-    let tmp = path.with_extension("journal.tmp");
+/// Where a snapshot is written before it replaces the journal at `path`.
+fn temp_path(path: &Path) -> PathBuf {
+    path.with_extension("journal.tmp")
+}
+
+/// Writes `ops` as a whole journal file at `tmp` and fsyncs it; returns the file, open for
+/// appending, with its length. `install` then puts it in the journal's place.
+fn write_temp(tmp: &Path, ops: Vec<Op>) -> Result<(File, u64), SpendError> {
     let mut bytes = codec::MAGIC.to_vec();
-    for chunk in tables.snapshot().chunks(SNAPSHOT_OPS_PER_RECORD) {
+    for chunk in ops.chunks(SNAPSHOT_OPS_PER_RECORD) {
         codec::put_record(&mut bytes, chunk.iter()).map_err(|len| {
             SpendError::Unavailable(format!("spend journal: a snapshot record of {len} bytes"))
         })?;
@@ -357,23 +358,32 @@ fn write_snapshot(path: &Path, tables: &Tables) -> Result<(File, u64), SpendErro
         .create(true)
         .write(true)
         .truncate(true)
-        .open(&tmp)
-        .map_err(|e| io_error("cannot create", &tmp, e))?;
+        .open(tmp)
+        .map_err(|e| io_error("cannot create", tmp, e))?;
     file.write_all(&bytes)
         .and_then(|()| file.sync_all())
-        .map_err(|e| io_error("cannot write", &tmp, e))?;
+        .map_err(|e| io_error("cannot write", tmp, e))?;
+    Ok((file, bytes.len() as u64))
+}
+
+/// Renames the written temporary file over the journal at `path`, so `path` is always either
+/// the old file or the whole new one. Once the rename is done the new file is the journal: a
+/// failure to sync the directory after it only warns (the rename may then not survive a power
+/// loss, which leaves the old, complete file).
+fn install(path: &Path) -> Result<(), SpendError> {
+    let tmp = temp_path(path);
     std::fs::rename(&tmp, path).map_err(|e| io_error("cannot rename", &tmp, e))?;
     if let Some(dir) = path.parent() {
         if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
             tracing::warn!(error = %e, dir = %dir.display(), "cannot sync the journal's directory");
         }
     }
-    Ok((file, bytes.len() as u64))
+    Ok(())
 }
 
 impl JournalFile {
     /// Appends one record holding every operation of `batch` (the waiters are not touched).
-    fn append(&mut self, batch: &mut [Entry]) -> std::io::Result<()> {
+    pub(super) fn append(&mut self, batch: &mut [Entry]) -> std::io::Result<()> {
         self.buf.clear();
         codec::put_record(&mut self.buf, batch.iter().flat_map(|e| e.ops.iter())).map_err(
             |len| {
@@ -391,22 +401,84 @@ impl JournalFile {
         Ok(())
     }
 
-    /// Rewrites the file as a snapshot of its rows once it has grown by `compact_bytes` since
-    /// the last one. A failed compaction leaves the old file whole and in use; it is retried
-    /// after the next `compact_bytes`.
-    fn compact_if_due(&mut self) {
-        if self.len < self.compact_at {
-            return;
+    /// Starts a compaction once the file has grown by `compact_bytes` since the last one, and
+    /// swaps a finished one in. Never waits for the snapshot to be written: the thread that
+    /// writes it is only joined once it is done. A failed compaction leaves the old file whole
+    /// and in use; it is retried after the next `compact_bytes`.
+    pub(super) fn compact_if_due(&mut self) {
+        match &self.compaction {
+            Some(running) if running.thread.is_finished() => self.finish_compaction(),
+            Some(_) => {}
+            None if self.len >= self.compact_at => self.start_compaction(),
+            None => {}
         }
-        match write_snapshot(&self.path, &self.tables) {
-            Ok((file, len)) => {
-                tracing::debug!(before = self.len, after = len, "spend journal compacted");
-                self.file = file;
-                self.len = len;
+    }
+
+    fn start_compaction(&mut self) {
+        let ops = self.tables.snapshot();
+        let tmp = temp_path(&self.path);
+        let spawned = std::thread::Builder::new()
+            .name("caracal-spend-compact".into())
+            .spawn(move || write_temp(&tmp, ops));
+        match spawned {
+            Ok(thread) => {
+                self.compaction = Some(Compaction {
+                    from_len: self.len,
+                    thread,
+                });
             }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a spend journal compaction; retrying later");
+                self.compact_at = self.len.saturating_add(self.compact_bytes);
+            }
+        }
+    }
+
+    /// Waits for the compaction under way (if any) and swaps its file in.
+    pub(super) fn finish_compaction(&mut self) {
+        let Some(compaction) = self.compaction.take() else {
+            return;
+        };
+        let before = self.len;
+        let swapped = compaction
+            .thread
+            .join()
+            .unwrap_or_else(|_| {
+                Err(SpendError::Unavailable(
+                    "the spend journal compaction panicked".into(),
+                ))
+            })
+            .and_then(|(file, len)| self.swap_in(file, len, compaction.from_len));
+        match swapped {
+            Ok(()) => tracing::debug!(before, after = self.len, "spend journal compacted"),
             Err(e) => tracing::warn!(error = %e, "spend journal compaction failed; retrying later"),
         }
         self.compact_at = self.len.saturating_add(self.compact_bytes);
+    }
+
+    /// Copies the records appended since the snapshot of `new` was taken (the old file's bytes
+    /// from `from_len` on) behind it, then installs it as the journal and appends to it.
+    fn swap_in(&mut self, mut new: File, new_len: u64, from_len: u64) -> Result<(), SpendError> {
+        let tail_len = self.len.checked_sub(from_len).ok_or_else(|| {
+            SpendError::Unavailable(format!(
+                "spend journal shrank from {from_len} to {} bytes during a compaction",
+                self.len
+            ))
+        })?;
+        let tail_len_usize = usize::try_from(tail_len).map_err(|_| {
+            SpendError::Unavailable(format!("spend journal: {tail_len} bytes to carry over"))
+        })?;
+        let mut tail = vec![0u8; tail_len_usize];
+        File::open(&self.path)
+            .and_then(|old| old.read_exact_at(&mut tail, from_len))
+            .map_err(|e| io_error("cannot read the records to carry over from", &self.path, e))?;
+        let tmp = temp_path(&self.path);
+        new.write_all(&tail)
+            .map_err(|e| io_error("cannot carry records over to", &tmp, e))?;
+        install(&self.path)?;
+        self.file = new;
+        self.len = new_len.saturating_add(tail_len);
+        Ok(())
     }
 
     /// A journal whose every write fails (tests of a failing disk).
@@ -419,159 +491,25 @@ impl JournalFile {
             tables: Tables::default(),
             compact_at: u64::MAX,
             compact_bytes: u64::MAX,
+            compaction: None,
             buf: Vec::new(),
         }
     }
-}
 
-/// The journal's writing side: the file and the entries waiting for it. There is no writer
-/// thread: whoever queued an entry commits the queue itself (`drive`) when no one else is
-/// committing, taking every entry queued so far into one record (group commit led by a caller,
-/// so a reservation does not wait for another thread to wake up). A committer takes entries
-/// until the queue is empty and checks it again after letting go, so an entry queued while a
-/// commit runs is never left behind.
-pub(super) struct Writer {
-    file: Mutex<JournalFile>,
-    queue: Mutex<VecDeque<Entry>>,
-    queue_max: usize,
-    batch_max: usize,
-    failure: Failure,
-    /// The journal stays ours while the writer lives.
-    _owner: OwnerLock,
-}
-
-impl Writer {
-    pub(super) fn new(
-        file: JournalFile,
-        queue_max: usize,
-        batch_max: usize,
-        failure: Failure,
-        owner: OwnerLock,
-    ) -> Writer {
-        Writer {
-            file: Mutex::new(file),
-            queue: Mutex::new(VecDeque::new()),
-            queue_max: queue_max.max(1),
-            batch_max: batch_max.max(1),
-            failure,
-            _owner: owner,
-        }
-    }
-
-    /// The queue. A poisoned queue may have lost an entry whose change memory already holds,
-    /// so it fails the journal like a failed commit: the cache refuses until a restart.
-    fn queue(&self) -> Result<MutexGuard<'_, VecDeque<Entry>>, SpendError> {
-        self.queue.lock().map_err(|_| {
-            let message = "spend journal queue poisoned by a panic, restart to recover";
-            let _ = self.failure.set(message.into());
-            SpendError::Unavailable(message.into())
-        })
-    }
-
-    /// Fails `Overloaded` when the queue is full even after committing it (when no one else is).
-    /// Called under the state lock before a change, so a change is never made that cannot be
-    /// queued.
-    pub(super) fn check_room(&self) -> Result<(), SpendError> {
-        if self.queue()?.len() < self.queue_max {
-            return Ok(());
-        }
-        // Under the state lock: commit, but leave a due compaction to the next `drive`.
-        self.drive_with(false);
-        if self.queue()?.len() >= self.queue_max {
-            return Err(SpendError::Overloaded {
-                max: self.queue_max,
-            });
-        }
-        Ok(())
-    }
-
-    /// Queues `ops` (under the state lock, so the queue's order is the order memory changed
-    /// in) and returns where to hear of their commit. Commits nothing: see `drive`.
-    pub(super) fn enqueue(&self, ops: Vec<Op>) -> Result<Commit, SpendError> {
-        let (waiter, commit) = oneshot::channel();
-        self.queue()?.push_back(Entry {
-            ops,
-            waiter: Some(waiter),
-        });
-        Ok(commit)
-    }
-
-    /// Commits everything queued unless another caller is committing right now (it then takes
-    /// this caller's entries too). Blocks the calling thread for the commits it runs.
-    pub(super) fn drive(&self) {
-        self.drive_with(true);
-    }
-
-    /// `drive`, compacting the file afterwards if it is due and `compact` allows.
-    fn drive_with(&self, compact: bool) {
-        loop {
-            let mut file = match self.file.try_lock() {
-                Ok(file) => file,
-                Err(TryLockError::WouldBlock) => return,
-                Err(TryLockError::Poisoned(poisoned)) => {
-                    let _ = self
-                        .failure
-                        .set("the spend journal writer panicked; restart to recover".into());
-                    poisoned.into_inner()
-                }
-            };
-            let mut batch = Vec::with_capacity(self.batch_max);
-            loop {
-                match self.queue() {
-                    Ok(mut queue) => {
-                        let n = queue.len().min(self.batch_max);
-                        batch.extend(queue.drain(..n));
-                    }
-                    Err(_) => return,
-                }
-                if batch.is_empty() {
-                    break;
-                }
-                self.commit(&mut file, &mut batch);
-            }
-            if compact {
-                file.compact_if_due();
-            }
-            drop(file);
-            match self.queue() {
-                Ok(queue) if !queue.is_empty() => continue,
-                _ => return,
-            }
-        }
-    }
-
-    /// Writes one batch as one record and answers each of its waiters.
-    fn commit(&self, file: &mut JournalFile, batch: &mut Vec<Entry>) {
-        let outcome = match self.failure.get() {
-            Some(earlier) => Err(SpendError::Unavailable(earlier.clone())),
-            None => file.append(batch).map_err(|e| {
-                let message = format!("spend journal write failed, restart to recover: {e}");
-                tracing::error!(error = %e, "spend journal write failed; the spend cache stops serving");
-                let _ = self.failure.set(message.clone());
-                SpendError::Unavailable(message)
-            }),
-        };
-        for entry in batch.drain(..) {
-            if let Some(waiter) = entry.waiter {
-                // A caller that gave up (timeout, disconnect) no longer listens; its change is
-                // still durable.
-                let _ = waiter.send(outcome.clone());
-            }
-        }
-    }
-
-    /// Stalls every commit while the guard lives (tests of a writer that does not answer).
+    /// Whether a compaction is under way (tests).
     #[cfg(test)]
-    pub(super) fn stall(&self) -> MutexGuard<'_, JournalFile> {
-        self.file.lock().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn compacting(&self) -> bool {
+        self.compaction.is_some()
     }
 }
 
-impl Drop for Writer {
-    /// Commits whatever is still queued (a caller that stopped waiting); the owner lock goes
-    /// with the writer.
+impl Drop for JournalFile {
+    /// Waits for a compaction under way without swapping it in (the old file is complete), so
+    /// its thread never writes the temporary file while a later owner writes one.
     fn drop(&mut self) {
-        self.drive();
+        if let Some(compaction) = self.compaction.take() {
+            let _ = compaction.thread.join();
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! Ordering: under the state lock an operation checks for room in the journal queue (none →
 //! `Overloaded`, nothing changed), changes memory, and queues its journal operations; the lock
 //! is released before the operation commits the queue itself (or finds another caller doing it,
-//! see `journal::Writer`) and waits for its commit. So the journal applies operations in exactly
+//! see `writer::Writer`) and waits for its commit. So the journal applies operations in exactly
 //! the order memory did, and an operation is answered `Ok` only once it is committed. If a commit
 //! fails the cache refuses every later call (`Unavailable`) until a restart rebuilds it from the
 //! file, because memory then holds changes that the file lacks.
@@ -17,6 +17,7 @@ mod legacy;
 mod state;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -25,8 +26,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 
-use self::journal::{Commit, Failure, Op, Writer};
+use self::journal::Op;
 use self::state::State;
+use self::writer::{Commit, Failure, Writer};
 use super::nonces::NonceSet;
 use super::{HoldId, HoldInfo, ReserveOutcome, ReserveRequest, Settlement, SpendCache, SpendError};
 use crate::core::decision::PolicyUsage;

@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::super::journal::{self, Failure, JournalFile, Writer};
+use super::super::journal::{self, JournalFile};
 use super::super::state::State;
+use super::super::writer::{Failure, Writer};
 use super::*;
 use crate::spend::SpendError;
 

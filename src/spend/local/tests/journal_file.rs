@@ -1,6 +1,7 @@
 //! The journal file itself: a power loss's torn tail is cut off, damage with records after it is
-//! refused, compaction keeps the file small without losing anything, and a journal kept by an
-//! earlier version in SQLite is imported once.
+//! refused, compaction keeps the file small without losing anything (also what is committed
+//! while it runs, or when the journal is closed under it), and a journal kept by an earlier
+//! version in SQLite is imported once.
 
 use std::io::Write;
 
@@ -134,33 +135,112 @@ async fn an_owner_of_the_earlier_sqlite_journal_keeps_a_new_process_out() {
     }
 }
 
+const COMPACT_BYTES: u64 = 4_096;
+
+fn compacting_limits() -> LocalLimits {
+    LocalLimits {
+        journal_compact_bytes: COMPACT_BYTES,
+        ..LocalLimits::default()
+    }
+}
+
+/// One reservation settled at once: two records, about 200 bytes each.
+async fn reserve_and_settle(spend: &LocalSpend, policies: &[BudgetPolicy], i: i64) {
+    let now = utc("2026-03-10T12:00:00Z");
+    let hold = reserved(spend, request(&child(2), policies, 10, now)).await;
+    spend
+        .settle(hold.hold_id, Micros(i % 7), now)
+        .await
+        .unwrap();
+}
+
+/// Reserves and settles until a compaction is under way (one starts after a commit once the
+/// file has grown by `COMPACT_BYTES`).
+async fn until_compacting(spend: &LocalSpend, policies: &[BudgetPolicy]) {
+    for i in 0..1_000 {
+        if spend.writer.stall().compacting() {
+            return;
+        }
+        reserve_and_settle(spend, policies, i).await;
+    }
+    panic!("no compaction started after 1000 reservations");
+}
+
+fn file_id(dir: &tempfile::TempDir) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(journal(dir)).unwrap().ino()
+}
+
 #[tokio::test]
 async fn compaction_keeps_the_file_small_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = LocalLimits {
-        journal_compact_bytes: 4_096,
-        ..LocalLimits::default()
-    };
     let policies = policies();
-    let spend = LocalSpend::open(dir.path(), limits.clone()).unwrap();
-    let now = utc("2026-03-10T12:00:00Z");
-    // About 200 bytes per reservation and per settlement: far more than 4 KiB in all.
+    let spend = LocalSpend::open(dir.path(), compacting_limits()).unwrap();
+    // Far more than 4 KiB in all: compactions start and are swapped in along the way.
     for i in 0..500 {
-        let hold = reserved(&spend, request(&child(2), &policies, 10, now)).await;
-        spend
-            .settle(hold.hold_id, Micros(i % 7), now)
-            .await
-            .unwrap();
+        reserve_and_settle(&spend, &policies, i).await;
     }
     let live = populate(&spend, &policies).await;
+    // Whatever is under way is swapped in; then a compaction swapped in with nothing committed
+    // since it started leaves the snapshot alone in the file.
+    spend.writer.stall().finish_compaction();
+    until_compacting(&spend, &policies).await;
+    spend.writer.stall().finish_compaction();
     let before = snapshot(&spend, &policies).await;
     assert_eq!(before.1.len(), live.len());
     let len = std::fs::metadata(journal(&dir)).unwrap().len();
-    assert!(len < 2 * 4_096 + 4_096, "journal is {len} bytes");
+    assert!(len < COMPACT_BYTES, "journal is {len} bytes");
     drop(spend);
 
-    let reopened = LocalSpend::open(dir.path(), limits).unwrap();
+    let reopened = LocalSpend::open(dir.path(), compacting_limits()).unwrap();
     assert_eq!(snapshot(&reopened, &policies).await, before);
+}
+
+#[tokio::test]
+async fn records_committed_while_a_compaction_runs_are_carried_into_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policies();
+    let spend = LocalSpend::open(dir.path(), compacting_limits()).unwrap();
+    populate(&spend, &policies).await;
+    until_compacting(&spend, &policies).await;
+    let old_file = file_id(&dir);
+    // Committed to the old file after the snapshot was taken: the swap (at one of these
+    // commits, or below) must copy them behind it.
+    for i in 0..10 {
+        reserve_and_settle(&spend, &policies, i).await;
+    }
+    spend.writer.stall().finish_compaction();
+    assert_ne!(
+        file_id(&dir),
+        old_file,
+        "the compacted file replaced the old one"
+    );
+    let before = snapshot(&spend, &policies).await;
+    drop(spend);
+
+    let reopened = LocalSpend::open(dir.path(), compacting_limits()).unwrap();
+    assert_eq!(snapshot(&reopened, &policies).await, before);
+}
+
+#[tokio::test]
+async fn closing_during_a_compaction_keeps_the_old_file_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policies();
+    let spend = LocalSpend::open(dir.path(), compacting_limits()).unwrap();
+    populate(&spend, &policies).await;
+    until_compacting(&spend, &policies).await;
+    let before = snapshot(&spend, &policies).await;
+    spend.close().await.unwrap();
+
+    let reopened = LocalSpend::open(dir.path(), compacting_limits()).unwrap();
+    assert_eq!(snapshot(&reopened, &policies).await, before);
+    // The abandoned snapshot file is no obstacle to the next compaction.
+    until_compacting(&reopened, &policies).await;
+    reopened.writer.stall().finish_compaction();
+    let after = snapshot(&reopened, &policies).await;
+    drop(reopened);
+    let again = LocalSpend::open(dir.path(), compacting_limits()).unwrap();
+    assert_eq!(snapshot(&again, &policies).await, after);
 }
 
 /// The schema an earlier Caracal kept its spend journal in.
