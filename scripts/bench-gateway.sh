@@ -20,7 +20,8 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 target/release/caracal-mock-upstream --listen 127.0.0.1:0 > "$work/mock.out" &
-pids+=($!)
+mock_pid=$!
+pids+=($mock_pid)
 for _ in $(seq 100); do grep -q "listening on" "$work/mock.out" 2>/dev/null && break; sleep 0.05; done
 mock=$(sed -n 's/^listening on //p' "$work/mock.out")
 
@@ -72,6 +73,7 @@ CARACAL_BENCH_DIRECT_URL="http://$mock/v1/chat/completions" \
 CARACAL_BENCH_GATEWAY_URL="http://127.0.0.1:$gw_port/openai/v1/chat/completions" \
 CARACAL_BENCH_GATEWAY_KEY="$key" \
 CARACAL_BENCH_GATEWAY_PID="$gw_pid" \
+CARACAL_BENCH_MOCK_PID="$mock_pid" \
 CARACAL_BENCH_RATES="$rates" \
 CARACAL_BENCH_DURATION_S="$duration" \
   cargo bench --bench gateway_overhead

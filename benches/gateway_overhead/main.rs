@@ -2,6 +2,7 @@
 //! the gateway, reporting p50/p99/p99.9 latency and the latency the gateway adds. Latency runs
 //! from each request's *scheduled* send time, so a stalled server cannot hide its queue.
 
+mod cpu;
 mod load;
 
 use std::time::{Duration, Instant};
@@ -14,8 +15,9 @@ use load::{quantile, run, Plan, Run, Target};
 
 /// Open-loop gateway overhead bench. Every option falls back to its CARACAL_BENCH_* variable.
 /// Without --direct-url the mock upstream runs in-process. Also read: CARACAL_BENCH_GATEWAY_KEY
-/// (sent as `Authorization: Bearer KEY` to the gateway), CARACAL_BENCH_GATEWAY_PID (its RSS is
-/// reported), CARACAL_BENCH_CLIENT_THREADS and CARACAL_BENCH_MOCK_THREADS (tokio workers, 2).
+/// (sent as `Authorization: Bearer KEY` to the gateway), CARACAL_BENCH_GATEWAY_PID (its RSS and
+/// CPU are reported), CARACAL_BENCH_MOCK_PID (an out-of-process mock's CPU is reported),
+/// CARACAL_BENCH_CLIENT_THREADS and CARACAL_BENCH_MOCK_THREADS (tokio workers, 2).
 #[derive(FromArgs)]
 struct Args {
     /// comma-separated request rates per second (CARACAL_BENCH_RATES; 1000,5000,10000)
@@ -111,8 +113,11 @@ fn main() -> anyhow::Result<()> {
         Some(g) => println!("gateway: {}", g.uri),
         None => println!("gateway: skipped (CARACAL_BENCH_GATEWAY_URL is unset)"),
     }
-    let pid = env("CARACAL_BENCH_GATEWAY_PID");
-    runtime.block_on(bench(&plan, &direct, gateway.as_ref(), pid.as_deref()))?;
+    let pids = Pids {
+        gateway: env("CARACAL_BENCH_GATEWAY_PID"),
+        mock: env("CARACAL_BENCH_MOCK_PID"),
+    };
+    runtime.block_on(bench(&plan, &direct, gateway.as_ref(), &pids))?;
     drop(mock);
     Ok(())
 }
@@ -228,13 +233,39 @@ fn gateway_target(args: &Args) -> anyhow::Result<Option<Target>> {
     }))
 }
 
+/// The processes whose CPU is reported beside this one.
+struct Pids {
+    gateway: Option<String>,
+    mock: Option<String>,
+}
+
+impl Pids {
+    /// `(name, pid)` of every process to meter: the gateway, the mock (in this process when it
+    /// has no pid of its own) and this generator.
+    fn metered(&self) -> Vec<(&'static str, &str)> {
+        let mut all = Vec::new();
+        if let Some(pid) = &self.gateway {
+            all.push(("gateway", pid.as_str()));
+        }
+        match &self.mock {
+            Some(pid) => {
+                all.push(("mock", pid.as_str()));
+                all.push(("generator", "self"));
+            }
+            None => all.push(("generator + in-process mock", "self")),
+        }
+        all
+    }
+}
+
 /// Every rate: direct, then gateway, then the added latency; finally the best sustainable rate.
 async fn bench(
     plan: &Plan,
     direct: &Target,
     gateway: Option<&Target>,
-    pid: Option<&str>,
+    pids: &Pids,
 ) -> anyhow::Result<()> {
+    let pid = pids.gateway.as_deref();
     println!(
         "\n{:>7}  {:<8} {:>8} {:>8} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "rate/s",
@@ -257,9 +288,8 @@ async fn bench(
             continue;
         };
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let cpu_before = pid.and_then(cpu_ticks);
+        let meter = cpu::Meter::start(&pids.metered());
         let through = run(plan, gateway, rate).await;
-        let cpu_ticks_used = pid.and_then(cpu_ticks).zip(cpu_before).map(|(a, b)| a - b);
         print_run(rate, gateway.name, &through);
         let added = |q| Some(signed_ms(through.quantile(q)?) - signed_ms(base.quantile(q)?));
         let cell = |q| added(q).map_or("-".to_owned(), |ms| format!("{ms:+.3}"));
@@ -273,17 +303,10 @@ async fn bench(
         if let Some(pid) = pid {
             println!("{:>7}  gateway RSS: {}", "", rss(pid));
         }
-        if let Some(ticks) = cpu_ticks_used {
-            // The gateway's CPU over the whole run (warm-up included), per request of the run.
-            let seconds = ticks as f64 / CLOCK_TICKS_PER_S;
-            let warmup = (plan.warmup.as_secs_f64() * rate).round();
-            let requests = (through.scheduled as f64 + warmup).max(1.0);
-            println!(
-                "{:>7}  gateway CPU: {:.1} µs per request ({:.2} s over the run, ±10 ms)",
-                "",
-                seconds / requests * 1e6,
-                seconds
-            );
+        // Over the whole run (warm-up included), per request of the run.
+        let warmup = (plan.warmup.as_secs_f64() * rate).round();
+        if let Some(line) = meter.report(through.scheduled as f64 + warmup) {
+            println!("{:>7}  {line}", "");
         }
         let clean = base.errors.total() == 0 && through.errors.total() == 0;
         if clean && added(0.99).is_some_and(|ms| ms < ADDED_P99_BUDGET.as_secs_f64() * 1e3) {
@@ -337,20 +360,6 @@ fn print_run(rate: f64, name: &str, run: &Run) {
             "", e.status, e.io, e.timeout, e.backlog
         );
     }
-}
-
-/// Linux's USER_HZ, the unit of /proc/PID/stat's CPU times.
-const CLOCK_TICKS_PER_S: f64 = 100.0;
-
-/// User + system CPU time of a process so far, in clock ticks (/proc/PID/stat fields 14, 15).
-fn cpu_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let user: u64 = fields.get(11)?.parse().ok()?;
-    let system: u64 = fields.get(12)?.parse().ok()?;
-    Some(user + system)
 }
 
 /// `VmRSS` (and peak `VmHWM`) of a process, from /proc/PID/status.
