@@ -85,11 +85,42 @@ pub(super) trait FieldWriter: Sized {
     }
 }
 
+/// The record being written and the first field that could not be, shared by both writers.
+struct Progress {
+    record: &'static str,
+    error: Option<AvroError>,
+}
+
+impl Progress {
+    fn new(record: &'static str) -> Progress {
+        Progress {
+            record,
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, field: &'static str, detail: String) {
+        let record = self.record;
+        self.error.get_or_insert(AvroError::Mismatch {
+            record,
+            field,
+            detail,
+        });
+    }
+
+    /// `output`, unless a field failed.
+    fn finish<T>(self, output: T) -> Result<T, AvroError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(output),
+        }
+    }
+}
+
 /// Writes the Avro binary datum of one record straight into a byte buffer.
 pub(super) struct DatumWriter {
-    record: &'static str,
+    progress: Progress,
     out: Vec<u8>,
-    error: Option<AvroError>,
 }
 
 /// Bytes reserved up front for a datum: our events are 150–400 bytes.
@@ -101,9 +132,8 @@ impl DatumWriter {
         let mut out = Vec::with_capacity(prefix.len() + DATUM_CAPACITY);
         out.extend_from_slice(prefix);
         DatumWriter {
-            record,
+            progress: Progress::new(record),
             out,
-            error: None,
         }
     }
 
@@ -135,6 +165,17 @@ impl DatumWriter {
         self.out.push(z as u8);
     }
 
+    /// `["null", T]`: the branch index, then the value written by `write` if there is one.
+    fn union<T>(&mut self, value: Option<T>, write: impl FnOnce(&mut Self, T)) {
+        match value {
+            None => self.put_long(0),
+            Some(value) => {
+                self.put_long(1);
+                write(self, value);
+            }
+        }
+    }
+
     /// One block of `len` items written by `item`, then the end marker; an empty array or map
     /// is the end marker alone.
     fn block<T>(
@@ -161,12 +202,7 @@ impl FieldWriter for DatumWriter {
     }
 
     fn fail(&mut self, field: &'static str, detail: String) {
-        let record = self.record;
-        self.error.get_or_insert(AvroError::Mismatch {
-            record,
-            field,
-            detail,
-        });
+        self.progress.fail(field, detail);
     }
 
     fn uuid(&mut self, field: &'static str, id: Uuid) {
@@ -174,13 +210,7 @@ impl FieldWriter for DatumWriter {
     }
 
     fn opt_uuid(&mut self, field: &'static str, id: Option<Uuid>) {
-        match id {
-            None => self.put_long(0),
-            Some(id) => {
-                self.put_long(1);
-                self.put_uuid(field, id);
-            }
-        }
+        self.union(id, |w, id| w.put_uuid(field, id));
     }
 
     fn uuids<I: ExactSizeIterator<Item = Uuid>>(&mut self, field: &'static str, ids: I) {
@@ -196,13 +226,7 @@ impl FieldWriter for DatumWriter {
     }
 
     fn opt_string(&mut self, field: &'static str, text: Option<&str>) {
-        match text {
-            None => self.put_long(0),
-            Some(text) => {
-                self.put_long(1);
-                self.put_bytes(field, text.as_bytes());
-            }
-        }
+        self.union(text, |w, text| w.put_bytes(field, text.as_bytes()));
     }
 
     fn strings(&mut self, field: &'static str, items: &[String]) {
@@ -222,13 +246,7 @@ impl FieldWriter for DatumWriter {
     }
 
     fn opt_int(&mut self, _field: &'static str, n: Option<i32>) {
-        match n {
-            None => self.put_long(0),
-            Some(n) => {
-                self.put_long(1);
-                self.put_long(i64::from(n));
-            }
-        }
+        self.union(n, |w, n| w.put_long(i64::from(n)));
     }
 
     fn boolean(&mut self, _field: &'static str, b: bool) {
@@ -246,9 +264,9 @@ impl FieldWriter for DatumWriter {
         items: &[T],
         write: impl Fn(&T, &mut Self),
     ) {
-        let outer = std::mem::replace(&mut self.record, record);
+        let outer = std::mem::replace(&mut self.progress.record, record);
         self.block(field, items.iter(), |w, item| write(item, w));
-        self.record = outer;
+        self.progress.record = outer;
     }
 
     fn opt_record<T>(
@@ -258,22 +276,15 @@ impl FieldWriter for DatumWriter {
         item: Option<&T>,
         write: impl Fn(&T, &mut Self),
     ) {
-        match item {
-            None => self.put_long(0),
-            Some(item) => {
-                self.put_long(1);
-                let outer = std::mem::replace(&mut self.record, record);
-                write(item, self);
-                self.record = outer;
-            }
-        }
+        self.union(item, |w, item| {
+            let outer = std::mem::replace(&mut w.progress.record, record);
+            write(item, w);
+            w.progress.record = outer;
+        });
     }
 
     fn finish(self) -> Result<Vec<u8>, AvroError> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(self.out),
-        }
+        self.progress.finish(self.out)
     }
 }
 
@@ -288,9 +299,8 @@ fn some(value: Value) -> Value {
 
 /// Builds a `Value::Record` in schema field order.
 pub(super) struct ValueWriter {
-    record: &'static str,
+    progress: Progress,
     fields: Vec<(String, Value)>,
-    error: Option<AvroError>,
 }
 
 impl ValueWriter {
@@ -302,7 +312,7 @@ impl ValueWriter {
         match value {
             Ok(value) => self.put(field, value),
             Err(e) => {
-                self.error.get_or_insert(e);
+                self.progress.error.get_or_insert(e);
             }
         }
     }
@@ -323,19 +333,13 @@ impl FieldWriter for ValueWriter {
 
     fn new(record: &'static str) -> ValueWriter {
         ValueWriter {
-            record,
+            progress: Progress::new(record),
             fields: Vec::with_capacity(32),
-            error: None,
         }
     }
 
     fn fail(&mut self, field: &'static str, detail: String) {
-        let record = self.record;
-        self.error.get_or_insert(AvroError::Mismatch {
-            record,
-            field,
-            detail,
-        });
+        self.progress.fail(field, detail);
     }
 
     fn uuid(&mut self, field: &'static str, id: Uuid) {
@@ -420,9 +424,6 @@ impl FieldWriter for ValueWriter {
     }
 
     fn finish(self) -> Result<Value, AvroError> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(Value::Record(self.fields)),
-        }
+        self.progress.finish(Value::Record(self.fields))
     }
 }
