@@ -1,7 +1,7 @@
 //! The journal file itself: a power loss's torn tail is cut off, damage with records after it is
 //! refused, compaction keeps the file small without losing anything (also what is committed
-//! while it runs, or when the journal is closed under it), and a journal kept by an earlier
-//! version in SQLite is imported once.
+//! while it runs, when the journal is closed under it, or when its snapshot cannot be written),
+//! and a journal kept by an earlier version in SQLite is imported once.
 
 use std::io::Write;
 
@@ -241,6 +241,28 @@ async fn closing_during_a_compaction_keeps_the_old_file_whole() {
     drop(reopened);
     let again = LocalSpend::open(dir.path(), compacting_limits()).unwrap();
     assert_eq!(snapshot(&again, &policies).await, after);
+}
+
+#[tokio::test]
+async fn a_compaction_that_cannot_write_its_snapshot_leaves_the_journal_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policies();
+    let spend = LocalSpend::open(dir.path(), compacting_limits()).unwrap();
+    // The snapshot's temporary file cannot be created: a directory has its name.
+    std::fs::create_dir(dir.path().join("spend.journal.tmp")).unwrap();
+    populate(&spend, &policies).await;
+    let file = file_id(&dir);
+    until_compacting(&spend, &policies).await;
+    spend.writer.stall().finish_compaction();
+    for i in 0..10 {
+        reserve_and_settle(&spend, &policies, i).await;
+    }
+    assert_eq!(file_id(&dir), file, "the journal was not replaced");
+    let before = snapshot(&spend, &policies).await;
+    drop(spend);
+
+    let reopened = LocalSpend::open(dir.path(), compacting_limits()).unwrap();
+    assert_eq!(snapshot(&reopened, &policies).await, before);
 }
 
 /// The schema an earlier Caracal kept its spend journal in.
