@@ -137,7 +137,7 @@ impl DatumWriter {
         }
     }
 
-    fn len(&mut self, field: &'static str, len: usize) {
+    fn put_len(&mut self, field: &'static str, len: usize) {
         match i64::try_from(len) {
             Ok(len) => self.put_long(len),
             Err(_) => self.fail(field, format!("length {len} does not fit an Avro long")),
@@ -145,7 +145,7 @@ impl DatumWriter {
     }
 
     fn put_bytes(&mut self, field: &'static str, bytes: &[u8]) {
-        self.len(field, bytes.len());
+        self.put_len(field, bytes.len());
         self.out.extend_from_slice(bytes);
     }
 
@@ -185,7 +185,7 @@ impl DatumWriter {
         mut item: impl FnMut(&mut Self, T),
     ) {
         if items.len() > 0 {
-            self.len(field, items.len());
+            self.put_len(field, items.len());
             for each in items {
                 item(self, each);
             }
