@@ -64,8 +64,8 @@ pub trait AvroRecord: Sized {
     const KIND: EventKind;
     /// The struct as a `Value::Record` in schema field order (for schema checks and tests).
     fn to_avro(&self) -> Result<Value, AvroError>;
-    /// `prefix`, then the struct's Avro binary datum, written directly (the same bytes as
-    /// `to_avro` written by `canonical.rs`).
+    /// `prefix`, then the struct's Avro binary datum, written directly (the same bytes the
+    /// tests' reference writer makes of `to_avro`).
     fn write_datum(&self, prefix: &[u8]) -> Result<Vec<u8>, AvroError>;
     /// The struct from a decoded `Value::Record`, checking every field (ids, currency, ranges).
     fn from_avro(value: Value) -> Result<Self, AvroError>;

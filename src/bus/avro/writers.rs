@@ -3,9 +3,10 @@
 //! but the output) and `ValueWriter` builds an apache-avro `Value::Record` (to check against the
 //! schema and against apache-avro's own writer in tests). `records.rs` lists each record's
 //! fields once for both, so the two cannot drift apart.
-//! The datum bytes are Merkle leaves: they must stay exactly what `canonical.rs` writes for the
-//! same `Value` (one block per array or map, then the end marker; map keys in ascending byte
-//! order), which the tests check for every event shape.
+//! The datum bytes are Merkle leaves: they must stay exactly what the reference writer
+//! (`tests/reference.rs`, the production writer before this one) makes of the same `Value` (one
+//! block per array or map, then the end marker; map keys in ascending byte order), which the
+//! tests check for every event shape.
 
 use std::collections::BTreeMap;
 
