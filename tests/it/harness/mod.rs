@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// How many times `serve` picks new ports when one was taken before `caracal` bound it.
+const PORT_ATTEMPTS: usize = 3;
 /// How long a server gets to become ready.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 /// Poll interval while waiting for a condition.
@@ -179,8 +181,21 @@ impl Env {
             .unwrap_or_else(|e| panic!("cannot run caracal: {e}"))
     }
 
-    /// Starts `caracal serve <args>` on free ports and waits until `/ready` answers 200.
+    /// Starts `caracal serve <args>` on free ports and waits until `/ready` answers 200. A port
+    /// that was free when picked can be taken by another test's process before `caracal` binds
+    /// it: then `caracal` exits saying so, and it is started again on other ports.
     pub fn serve(&self, args: &[&str]) -> Server {
+        for _ in 1..PORT_ATTEMPTS {
+            if let Some(server) = self.try_serve(args) {
+                return server;
+            }
+        }
+        self.try_serve(args)
+            .unwrap_or_else(|| panic!("caracal found its ports taken {PORT_ATTEMPTS} times"))
+    }
+
+    /// `serve`, or `None` when a port was taken before `caracal` could bind it.
+    fn try_serve(&self, args: &[&str]) -> Option<Server> {
         let admin_port = free_port();
         let telemetry_port = free_port();
         let log = self.dir.path().join(format!("serve-{admin_port}.log"));
@@ -206,8 +221,7 @@ impl Env {
             telemetry_port,
             log,
         };
-        server.wait_ready();
-        server
+        server.wait_ready().then_some(server)
     }
 }
 
@@ -246,17 +260,27 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until this process listens on its telemetry port (its log says so: a `/ready`
+    /// from another process that took the port would mislead) and `/ready` answers 200.
+    /// `false` when it exited because one of its ports was taken.
+    fn wait_ready(&mut self) -> bool {
         let url = self.telemetry_url("/ready");
+        let listening = format!(":{}", self.telemetry_port);
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("caracal exited early with {status}; log:\n{}", self.log());
-            }
-            if let Ok(response) = blocking_get(&url) {
-                if response == 200 {
-                    return;
+                let log = self.log();
+                if log.contains("cannot listen on") && log.contains("in use") {
+                    return false;
                 }
+                panic!("caracal exited early with {status}; log:\n{log}");
+            }
+            let ours = self
+                .log()
+                .lines()
+                .any(|l| l.contains("telemetry listening") && l.contains(&listening));
+            if ours && blocking_get(&url).is_ok_and(|status| status == 200) {
+                return true;
             }
             if start.elapsed() > READY_DEADLINE {
                 panic!(
