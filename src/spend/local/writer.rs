@@ -36,7 +36,8 @@ pub(super) struct Writer {
     queue_max: usize,
     batch_max: usize,
     failure: Failure,
-    /// The journal stays ours while the writer lives.
+    /// The journal stays ours while the writer lives. Declared last, so it is released only
+    /// after `file` is closed (and a compaction under way has been waited for).
     _owner: OwnerLock,
 }
 
