@@ -2,7 +2,7 @@
 //! (`C3 01`, 8-byte little-endian CRC-64-AVRO fingerprint, datum) and the Confluent wire format
 //! (`00`, 4-byte big-endian Schema Registry id, datum). Readers accept both; no registry I/O here.
 
-use super::{decode_event, schemas, AvroError, AvroRecord};
+use super::{decode_event, schemas, AvroError};
 use crate::core::events::{Event, EventKind};
 
 /// Marker of Avro single-object encoding.
@@ -81,18 +81,13 @@ pub(super) fn header(kind: EventKind, framing: Framing) -> Result<Header, AvroEr
     Ok(Header { bytes, len })
 }
 
-/// Puts the header of `framing` in front of a datum of `kind`.
+/// Puts the header of `framing` in front of a datum of `kind` (a datum already written).
 pub fn frame(kind: EventKind, framing: Framing, datum: &[u8]) -> Result<Vec<u8>, AvroError> {
     let header = header(kind, framing)?;
     let mut out = Vec::with_capacity(header.len + datum.len());
     out.extend_from_slice(header.bytes());
     out.extend_from_slice(datum);
     Ok(out)
-}
-
-/// The message value for `event`: its datum behind the header of `framing`.
-pub fn encode_framed<E: AvroRecord>(event: &E, framing: Framing) -> Result<Vec<u8>, AvroError> {
-    event.write_datum(header(E::KIND, framing)?.bytes())
 }
 
 /// Reads the header of either framing. `registry_lookup` maps a Schema Registry id to the kind

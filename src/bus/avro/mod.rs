@@ -20,8 +20,8 @@ use crate::core::events::{
 
 pub use canonical::rabin_fingerprint;
 pub use framing::{
-    decode_framed, encode_framed, frame, unframe, Decoded, Framing, Unframed,
-    CONFLUENT_HEADER_BYTES, CONFLUENT_MAGIC, SINGLE_OBJECT_HEADER_BYTES, SINGLE_OBJECT_MAGIC,
+    decode_framed, frame, unframe, Decoded, Framing, Unframed, CONFLUENT_HEADER_BYTES,
+    CONFLUENT_MAGIC, SINGLE_OBJECT_HEADER_BYTES, SINGLE_OBJECT_MAGIC,
 };
 pub use schemas::{canonical_form, check_schemas, fingerprint, schema, schema_json};
 

@@ -136,19 +136,6 @@ fn direct_datums_equal_the_reference_writer_on_every_event_shape() {
 }
 
 #[test]
-fn framed_messages_are_the_header_then_the_datum() {
-    for event in samples_with_maps() {
-        let datum = encode_event(&event).unwrap();
-        for framing in [Framing::SingleObject, Framing::Confluent { schema_id: 7 }] {
-            let framed = encode_event_framed(&event, Some(framing)).unwrap();
-            assert_eq!(framed, frame(event.kind(), framing, &datum).unwrap());
-            let unframed = unframe(&framed, |_| Some(event.kind())).unwrap();
-            assert_eq!(unframed.datum, &datum[..]);
-        }
-    }
-}
-
-#[test]
 fn a_refused_field_fails_the_whole_datum_naming_it() {
     let event = MeteringEvent {
         cached_input_tokens: u64::MAX,

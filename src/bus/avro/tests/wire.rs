@@ -150,7 +150,7 @@ fn no_registry(_: u32) -> Option<EventKind> {
 fn single_object_messages_decode_to_their_kind() {
     for event in all_samples() {
         let datum = encode_event(&event).unwrap();
-        let bytes = frame(event.kind(), Framing::SingleObject, &datum).unwrap();
+        let bytes = encode_event_framed(&event, Some(Framing::SingleObject)).unwrap();
         assert_eq!(bytes[..2], SINGLE_OBJECT_MAGIC);
         assert_eq!(bytes[2..10], fingerprint(event.kind()).unwrap());
         let decoded = decode_framed(&bytes, no_registry).unwrap();
@@ -169,18 +169,22 @@ fn confluent_messages_decode_through_the_registry_lookup() {
         _ => None,
     };
     let event = metering_full();
-    let bytes = encode_framed(&event, Framing::Confluent { schema_id: 7 }).unwrap();
+    let bytes = encode_event_framed(
+        &Event::Metering(event.clone()),
+        Some(Framing::Confluent { schema_id: 7 }),
+    )
+    .unwrap();
     assert_eq!(bytes[..5], [0, 0, 0, 0, 7]);
     let decoded = decode_framed(&bytes, lookup).unwrap();
     assert_eq!(decoded.framing, Framing::Confluent { schema_id: 7 });
     assert_eq!(decoded.event, Event::Metering(event));
 
     let change = change_full();
-    let bytes = encode_framed(
-        &change,
-        Framing::Confluent {
+    let bytes = encode_event_framed(
+        &Event::Change(change.clone()),
+        Some(Framing::Confluent {
             schema_id: 0x0102_0304,
-        },
+        }),
     )
     .unwrap();
     assert_eq!(bytes[..5], [0, 1, 2, 3, 4]);
