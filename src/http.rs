@@ -1,5 +1,6 @@
 //! Small HTTP plumbing shared by every listener: the accept loop with graceful shutdown, JSON
-//! responses, and bounded body reads. No routing and no business rules.
+//! responses, bounded body reads, and reading credentials off request headers. No routing and
+//! no business rules.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -235,4 +236,19 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// The credentials a request presents, as admission reads them: `Authorization: Bearer` (the
+/// OpenAI SDK, JWTs), `X-API-Key` (the Anthropic SDK, v0.3 clients), and what the connection's
+/// verified client certificate names (never a header).
+pub fn credentials(
+    headers: &hyper::HeaderMap,
+    client: crate::admission::ClientIdentity,
+) -> crate::admission::Credentials<'_> {
+    let text = |name: hyper::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    crate::admission::Credentials {
+        bearer: text(hyper::header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer ")),
+        api_key: text(hyper::header::HeaderName::from_static("x-api-key")),
+        client,
+    }
 }

@@ -1,6 +1,7 @@
 //! Caracal: the gateway between AI agents and the paid APIs they call.
 //! The library holds everything; `main.rs` only parses arguments and dispatches.
 
+pub mod admission;
 pub mod audit;
 pub mod bus;
 pub mod cli;

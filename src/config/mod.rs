@@ -8,6 +8,7 @@
 //! loader rejects them like any unknown key, with a hint saying so.
 
 mod backends;
+mod embedded;
 mod env;
 mod error;
 mod gateway;
@@ -30,6 +31,7 @@ pub use backends::{
     Compression, KafkaConfig, KafkaProtocol, KafkaSecurity, KafkaSsl, KafkaTopicConfig, PgSsl,
     PgSslMode, PostgresConfig, RedisConfig, RedisTls, SaslMechanism, SchemaRegistry,
 };
+pub use embedded::{EmbeddedConfig, EmbeddedLogLimits, EmbeddedSpendLimits};
 pub use error::{ConfigError, Origin};
 pub use gateway::{
     AuthMode, GatewayConfig, GatewayService, GatewayTls, GatewayTuning, JwtConfig, Provider,
@@ -66,6 +68,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// The consumer roles: ledger, metrics, audit.
     pub consumers: ConsumersConfig,
+    /// Limits of the embedded default's spend cache and event log.
+    pub embedded: EmbeddedConfig,
     /// The file the configuration was read from, if any.
     #[serde(skip)]
     loaded_from: Option<PathBuf>,
@@ -83,6 +87,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             kafka: KafkaConfig::default(),
             consumers: ConsumersConfig::default(),
+            embedded: EmbeddedConfig::default(),
             loaded_from: None,
         }
     }

@@ -56,6 +56,11 @@ impl Role {
         }
     }
 
+    /// Whether the role reserves budget, and so needs the spend cache.
+    pub fn reserves_budget(self) -> bool {
+        matches!(self, Role::Gateway | Role::Mcp)
+    }
+
     /// Whether this build can run the role yet.
     pub fn available(self) -> bool {
         matches!(
@@ -101,14 +106,33 @@ pub fn select_roles(requested: &[String]) -> Result<Vec<Role>, String> {
     Ok(roles)
 }
 
+/// Why `serve` (or a backend it opens) failed, by cause, so an operator can tell a rejected
+/// setting from a service that is down.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("{0}")]
+    /// A setting is missing, invalid, or names something this build cannot serve.
+    #[error("configuration: {0}")]
     Config(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("event bus: {0}")]
+    Bus(#[from] crate::bus::BusError),
+    #[error(transparent)]
+    Spend(#[from] crate::spend::SpendError),
+    /// A role's task stopped by itself or failed.
+    #[error("role {role}: {cause}")]
+    Task { role: &'static str, cause: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl From<crate::admission::OpenError> for ServeError {
+    fn from(e: crate::admission::OpenError) -> ServeError {
+        match e {
+            crate::admission::OpenError::Auth(e) => ServeError::Config(e.to_string()),
+            crate::admission::OpenError::Store(e) => ServeError::Store(e),
+        }
+    }
 }
 
 /// The system of record behind each of its traits (one backend, one connection pool).
@@ -141,7 +165,7 @@ pub async fn open_stores(config: &Config) -> Result<Stores, ServeError> {
     let data_dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir))
         .await
-        .map_err(|e| ServeError::Config(format!("store open task failed: {e}")))??;
+        .map_err(|e| task_failed("store open", e))??;
     let store = Arc::new(store);
     Ok(Stores {
         store: Arc::clone(&store) as Arc<dyn Store>,
@@ -170,11 +194,10 @@ pub async fn open_bus(config: &Config) -> Result<Arc<dyn EventBus>, ServeError> 
         ));
     }
     let data_dir = config.data_dir.clone();
-    let bus =
-        tokio::task::spawn_blocking(move || LocalBus::open(&data_dir, LocalBusLimits::default()))
-            .await
-            .map_err(|e| ServeError::Config(format!("event log open task failed: {e}")))?
-            .map_err(|e| ServeError::Config(format!("event log: {e}")))?;
+    let limits = log_limits(&config.embedded.event_log);
+    let bus = tokio::task::spawn_blocking(move || LocalBus::open(&data_dir, limits))
+        .await
+        .map_err(|e| task_failed("event log open", e))??;
     Ok(Arc::new(bus))
 }
 
@@ -186,12 +209,153 @@ pub async fn open_spend(config: &Config) -> Result<Arc<dyn SpendCache>, ServeErr
         ));
     }
     let data_dir = config.data_dir.clone();
-    let spend =
-        tokio::task::spawn_blocking(move || LocalSpend::open(&data_dir, LocalLimits::default()))
-            .await
-            .map_err(|e| ServeError::Config(format!("spend cache open task failed: {e}")))?
-            .map_err(|e| ServeError::Config(format!("spend cache: {e}")))?;
+    let limits = spend_limits(&config.embedded.spend_cache);
+    let spend = tokio::task::spawn_blocking(move || LocalSpend::open(&data_dir, limits))
+        .await
+        .map_err(|e| task_failed("spend cache open", e))??;
     Ok(Arc::new(spend))
+}
+
+fn task_failed(role: &'static str, e: tokio::task::JoinError) -> ServeError {
+    ServeError::Task {
+        role,
+        cause: e.to_string(),
+    }
+}
+
+fn spend_limits(c: &crate::config::EmbeddedSpendLimits) -> LocalLimits {
+    LocalLimits {
+        holds_max: c.holds_max,
+        buckets_max: c.buckets_max,
+        hold_policies_max: c.hold_policies_max,
+        resource_bytes_max: c.resource_bytes_max,
+        journal_queue_max: c.journal_queue_max,
+        journal_batch_max: c.journal_batch_max,
+        journal_compact_bytes: c.journal_compact_bytes,
+        commit_timeout_ms: c.commit_timeout_ms,
+        open_busy_timeout_ms: c.open_busy_timeout_ms,
+        nonces_max: c.nonces_max,
+    }
+}
+
+fn log_limits(c: &crate::config::EmbeddedLogLimits) -> LocalBusLimits {
+    LocalBusLimits {
+        publish_queue_messages_max: c.publish_queue_messages_max,
+        write_batch_messages_max: c.write_batch_messages_max,
+        message_bytes_max: c.message_bytes_max,
+        fetch_messages_max: c.fetch_messages_max,
+        publish_timeout_ms: c.publish_timeout_ms,
+        write_linger_us: c.write_linger_us,
+    }
+}
+
+/// Every backend a process uses, opened once whichever roles need them.
+pub struct Backends {
+    pub stores: Stores,
+    pub bus: Arc<dyn EventBus>,
+    /// Opened only when a role that reserves budget runs here (the gateway).
+    pub spend: Option<Arc<dyn SpendCache>>,
+}
+
+impl Backends {
+    pub async fn open(config: &Config, roles: &[Role]) -> Result<Backends, ServeError> {
+        let stores = open_stores(config).await?;
+        let bus = open_bus(config).await?;
+        let spend = match roles.iter().any(|r| r.reserves_budget()) {
+            true => Some(open_spend(config).await?),
+            false => None,
+        };
+        Ok(Backends { stores, bus, spend })
+    }
+
+    /// The readiness of every backend this process opened.
+    fn ready_checks(&self) -> Vec<crate::telemetry::ReadyCheck> {
+        let store = Arc::clone(&self.stores.store);
+        let bus = Arc::clone(&self.bus);
+        let mut checks = vec![
+            crate::telemetry::ready_check("store", move || {
+                let store = Arc::clone(&store);
+                async move { store.ping().await.map_err(|e| e.to_string()) }
+            }),
+            crate::telemetry::ready_check("event_bus", move || {
+                let bus = Arc::clone(&bus);
+                async move { bus.ping().await.map_err(|e| e.to_string()) }
+            }),
+        ];
+        if let Some(spend) = &self.spend {
+            let spend = Arc::clone(spend);
+            checks.push(crate::telemetry::ready_check("spend_cache", move || {
+                let spend = Arc::clone(&spend);
+                async move { spend.ping().await.map_err(|e| e.to_string()) }
+            }));
+        }
+        checks
+    }
+}
+
+/// What every role hands `serve`: a task to await until shutdown.
+pub struct Started {
+    pub role: Role,
+    pub task: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>,
+}
+
+impl Started {
+    fn new(
+        role: Role,
+        task: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    ) -> Started {
+        Started {
+            role,
+            task: Box::pin(task),
+        }
+    }
+}
+
+/// Starts one role over the process's backends: the one contract every role follows.
+pub async fn start(
+    role: Role,
+    config: &Config,
+    backends: &Backends,
+    shutdown: Shutdown,
+) -> Result<Started, ServeError> {
+    let (stores, bus) = (&backends.stores, Arc::clone(&backends.bus));
+    Ok(match role {
+        Role::Admin => {
+            let admin = admin::AdminServer::prepare(config, Arc::clone(&stores.store), bus).await?;
+            Started::new(role, admin.run(shutdown))
+        }
+        Role::Gateway => {
+            let spend = backends.spend.clone().ok_or_else(|| {
+                ServeError::Config("the gateway needs a spend cache, and none was opened".into())
+            })?;
+            let admission = crate::admission::Admission::open(
+                &config.gateway,
+                Arc::clone(&stores.store),
+                spend,
+                bus,
+            )
+            .await?;
+            tokio::spawn(Arc::clone(&admission).run_background(shutdown.clone()));
+            let gateway = gateway::GatewayServer::prepare(config, admission).await?;
+            Started::new(role, gateway.run(shutdown))
+        }
+        Role::Ledger => {
+            let (ledger, leases) = (Arc::clone(&stores.ledger), Arc::clone(&stores.leases));
+            Started::new(
+                role,
+                ledger::prepare(config, ledger, leases, bus, shutdown).await?,
+            )
+        }
+        Role::Audit => {
+            let (audit, leases) = (Arc::clone(&stores.audit), Arc::clone(&stores.leases));
+            Started::new(role, audit::prepare(config, audit, leases, bus, shutdown)?)
+        }
+        Role::Mcp | Role::Metrics => {
+            return Err(ServeError::Config(format!(
+                "role {role} is not implemented in this build yet"
+            )))
+        }
+    })
 }
 
 /// Runs the given roles until SIGTERM or SIGINT.
@@ -201,26 +365,11 @@ pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
         audit::exporters(&config)?;
     }
     let metrics = crate::telemetry::init_metrics().map_err(ServeError::Config)?;
-    let stores = open_stores(&config).await?;
-    let store = Arc::clone(&stores.store);
-    let (stop, shutdown) = Shutdown::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut checks = Vec::new();
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(roles = ?names, data_dir = %config.data_dir.display(), "caracal starting");
-
-    let store_for_check = Arc::clone(&store);
-    checks.push(crate::telemetry::ready_check("store", move || {
-        let store = Arc::clone(&store_for_check);
-        async move { store.ping().await.map_err(|e| e.to_string()) }
-    }));
-
-    let bus = open_bus(&config).await?;
-    let bus_for_check = Arc::clone(&bus);
-    checks.push(crate::telemetry::ready_check("event_bus", move || {
-        let bus = Arc::clone(&bus_for_check);
-        async move { bus.ping().await.map_err(|e| e.to_string()) }
-    }));
+    let backends = Backends::open(&config, &roles).await?;
+    let (stop, shutdown) = Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
     // The outbox relay carries admin changes (CLI or API) to the bus: cache invalidation and
     // the audit trail. One per process that serves admin or gateway.
     if roles
@@ -228,86 +377,44 @@ pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
         .any(|r| matches!(r, Role::Admin | Role::Gateway))
     {
         let relay = crate::bus::relay::run(
-            Arc::clone(&store),
-            Arc::clone(&bus),
+            Arc::clone(&backends.stores.store),
+            Arc::clone(&backends.bus),
             crate::bus::relay::RelayConfig::default(),
             shutdown.clone(),
         );
         tasks.spawn(async move {
             relay.await;
-            Ok(())
+            Ok("relay")
         });
     }
     for role in &roles {
-        match role {
-            Role::Admin => {
-                let admin =
-                    admin::AdminServer::prepare(&config, Arc::clone(&store), Arc::clone(&bus))
-                        .await?;
-                tasks.spawn(admin.run(shutdown.clone()));
-            }
-            Role::Gateway => {
-                let spend = open_spend(&config).await?;
-                let gateway = gateway::GatewayServer::prepare(
-                    &config,
-                    Arc::clone(&store),
-                    spend,
-                    Arc::clone(&bus),
-                )
-                .await?;
-                tasks.spawn(gateway.run(shutdown.clone()));
-            }
-            Role::Ledger => {
-                let ledger = ledger::prepare(
-                    &config,
-                    Arc::clone(&stores.ledger),
-                    Arc::clone(&stores.leases),
-                    Arc::clone(&bus),
-                    shutdown.clone(),
-                )
-                .await?;
-                tasks.spawn(ledger);
-            }
-            Role::Audit => {
-                let audit = audit::prepare(
-                    &config,
-                    Arc::clone(&stores.audit),
-                    Arc::clone(&stores.leases),
-                    Arc::clone(&bus),
-                    shutdown.clone(),
-                )?;
-                tasks.spawn(audit);
-            }
-            other => {
-                return Err(ServeError::Config(format!(
-                    "role {other} is not implemented yet"
-                )))
-            }
-        }
+        let started = start(*role, &config, &backends, shutdown.clone()).await?;
+        let name = started.role.as_str();
+        let task = started.task;
+        tasks.spawn(async move { task.await.map(|()| name) });
     }
-
     let telemetry_addr = config.telemetry_addr(roles == [Role::Metrics]);
-    tasks.spawn(crate::telemetry::serve(
+    let telemetry = crate::telemetry::serve(
         telemetry_addr,
         metrics,
-        checks,
+        backends.ready_checks(),
         shutdown.clone(),
-    ));
-
+    );
+    tasks.spawn(async move { telemetry.await.map(|()| "telemetry") });
     let outcome = tokio::select! {
         () = wait_for_signal() => {
             tracing::info!("shutdown requested; finishing in-flight work");
             Ok(())
         }
-        Some(joined) = tasks.join_next() => match joined {
-            Ok(Ok(())) => Err(ServeError::Config("a listener stopped unexpectedly".into())),
-            Ok(Err(e)) => Err(ServeError::Io(e)),
-            Err(e) => Err(ServeError::Config(format!("a role task failed: {e}"))),
-        },
+        Some(joined) = tasks.join_next() => Err(match joined {
+            Ok(Ok(role)) => ServeError::Task { role, cause: "stopped unexpectedly".into() },
+            Ok(Err(e)) => ServeError::Io(e),
+            Err(e) => task_failed("unknown", e),
+        }),
     };
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
-    if let Err(e) = bus.close().await {
+    if let Err(e) = backends.bus.close().await {
         tracing::error!(error = %e, "event log did not close cleanly");
     }
     tracing::info!("caracal stopped");

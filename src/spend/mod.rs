@@ -1,8 +1,11 @@
 //! The spend cache: atomic reservations (holds) over every window of every policy of an agent's
 //! chain, their settlement, and the settled spend per policy bucket. The trait and its types live
-//! here; `local` is the in-process implementation (Redis implements the same trait).
+//! here; `local` is the in-process implementation (Redis implements the same trait), and
+//! `conformance` is the behaviour every implementation must show.
 //! Knows nothing of HTTP or Kafka; reads no clock (every instant is an argument).
 
+#[cfg(test)]
+pub mod conformance;
 pub mod local;
 pub mod nonces;
 
@@ -14,6 +17,7 @@ use uuid::Uuid;
 
 use crate::core::agent::{AgentChain, AgentId};
 use crate::core::decision::{Decision, PolicyUsage};
+use crate::core::events::Source;
 use crate::core::money::{Currency, Micros, Money};
 use crate::core::policy::{BudgetPolicy, PolicyId};
 
@@ -27,6 +31,20 @@ impl fmt::Display for HoldId {
     }
 }
 
+/// How a hold is addressed: its tree's root agent (every key of a tree shares it, so a Redis
+/// implementation keeps one tree in one hash slot) and its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HoldKey {
+    pub root_agent_id: AgentId,
+    pub hold_id: HoldId,
+}
+
+impl fmt::Display for HoldKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.root_agent_id, self.hold_id)
+    }
+}
+
 /// One call to reserve for: who, what, how much, until when.
 #[derive(Debug, Clone)]
 pub struct ReserveRequest {
@@ -37,6 +55,10 @@ pub struct ReserveRequest {
     pub policies: Vec<BudgetPolicy>,
     /// `provider:model` or `mcp:server/tool`, matched against allowlists.
     pub resource: String,
+    /// The front door that admitted the call; an expired hold is metered as this source.
+    pub source: Source,
+    /// The operation (`chat.completions`, `tools/call`), kept for the expired hold's event.
+    pub operation: String,
     pub estimate: Money,
     pub now: DateTime<Utc>,
     /// When the sweeper may post the hold as charged; must be after `now`.
@@ -47,12 +69,22 @@ pub struct ReserveRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
     pub hold_id: HoldId,
+    pub root_agent_id: AgentId,
     /// The allowing decision (`allowed == true`), with every policy's usage before this hold.
     pub decision: Decision,
     /// The bucket of each active policy the hold counts in; settlement posts to exactly these.
     pub charged: Vec<(PolicyId, DateTime<Utc>)>,
     /// What is held: the estimate, never negative.
     pub amount: Micros,
+}
+
+impl Reservation {
+    pub fn key(&self) -> HoldKey {
+        HoldKey {
+            root_agent_id: self.root_agent_id,
+            hold_id: self.hold_id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +104,7 @@ pub struct Settlement {
     pub posted: Micros,
 }
 
-/// A live hold as recorded: enough to list it, or to meter it once the sweeper has posted it.
+/// A live hold as recorded: enough to list it, or to meter it when it expires unsettled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldInfo {
     pub hold_id: HoldId,
@@ -81,6 +113,8 @@ pub struct HoldInfo {
     pub ancestor_ids: Vec<AgentId>,
     pub root_agent_id: AgentId,
     pub resource: String,
+    pub source: Source,
+    pub operation: String,
     pub amount: Micros,
     pub currency: Currency,
     pub charged: Vec<(PolicyId, DateTime<Utc>)>,
@@ -88,9 +122,14 @@ pub struct HoldInfo {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A hold the sweeper removed; its full `amount` has been posted to its buckets, and the caller
-/// owes the ledger an `estimated` MeteringEvent for it.
-pub type ExpiredHold = HoldInfo;
+impl HoldInfo {
+    pub fn key(&self) -> HoldKey {
+        HoldKey {
+            root_agent_id: self.root_agent_id,
+            hold_id: self.hold_id,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpendError {
@@ -132,23 +171,32 @@ pub trait SpendCache: Send + Sync {
     /// so a call reserved before midnight is charged to the day it was allowed in.
     async fn settle(
         &self,
-        hold: HoldId,
+        hold: &HoldKey,
         actual: Micros,
         at: DateTime<Utc>,
     ) -> Result<Settlement, SpendError>;
 
     /// Moves a live hold's expiry (a stream still flowing); `HoldNotFound` if it is gone.
-    async fn extend(&self, hold: HoldId, expires_at: DateTime<Utc>) -> Result<(), SpendError>;
+    async fn extend(&self, hold: &HoldKey, expires_at: DateTime<Utc>) -> Result<(), SpendError>;
 
-    /// Removes up to `max` holds with `expires_at <= now`, oldest expiry first, and posts each
-    /// one's full amount as settled. A hold that outlived its expiry belongs to a request whose
-    /// settlement never came (a crash, a lost task): charging the reservation is the "never lose
-    /// a charge" choice. The caller emits an `estimated` MeteringEvent for each one returned.
-    async fn take_expired(
+    /// How many expiry shards `expired` reads; every hold is in exactly one. Several sweepers
+    /// (one per gateway replica) each read every shard; no single key is hot.
+    fn expiry_shards(&self) -> u32 {
+        1
+    }
+
+    /// Up to `max` live holds of `shard` with `expires_at <= now`, earliest expiry first. Removes
+    /// and posts nothing: a hold that outlived its expiry belongs to a request whose settlement
+    /// never came (a crash, a lost task), so the caller publishes its `estimated` MeteringEvent
+    /// durably first and only then settles it at its full amount. A hold settled meanwhile by
+    /// another process is then `HoldNotFound` and is not charged twice. An implementation may
+    /// drop buckets that have aged out of every frame here (nothing a policy can see changes).
+    async fn expired(
         &self,
+        shard: u32,
         now: DateTime<Utc>,
         max: usize,
-    ) -> Result<Vec<ExpiredHold>, SpendError>;
+    ) -> Result<Vec<HoldInfo>, SpendError>;
 
     /// Usage of each policy in its frame at `now`, as `reserve` would see it. Changes nothing.
     async fn spent(

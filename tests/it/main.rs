@@ -10,6 +10,7 @@ mod avro_interop;
 mod cli_admin;
 mod cli_errors;
 mod config_cli;
+mod disconnect;
 mod gateway;
 mod gateway_auth;
 mod ledger;

@@ -4,6 +4,7 @@
 use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
+use crate::admission::Refusal;
 use crate::core::decision::DenyReason;
 use crate::core::money::Micros;
 use crate::core::policy::PolicyId;
@@ -37,6 +38,26 @@ pub enum GatewayError {
     UpstreamUnreachable(String),
     #[error("upstream timed out")]
     UpstreamTimeout,
+}
+
+impl From<Refusal> for GatewayError {
+    fn from(refusal: Refusal) -> GatewayError {
+        match refusal {
+            Refusal::Unauthenticated(why) => GatewayError::Unauthenticated(why),
+            Refusal::Denied {
+                reason,
+                policy_id,
+                remaining,
+            } => GatewayError::Denied {
+                reason,
+                policy_id,
+                remaining,
+            },
+            Refusal::Unavailable { what, detail } => {
+                GatewayError::DependencyUnavailable { what, detail }
+            }
+        }
+    }
 }
 
 impl GatewayError {

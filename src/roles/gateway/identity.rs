@@ -13,19 +13,6 @@ use x509_cert::Certificate;
 const SUBJECT_ALT_NAME: x509_cert::der::oid::ObjectIdentifier =
     x509_cert::der::oid::ObjectIdentifier::new_unwrap("2.5.29.17");
 
-/// What the connection's client certificate says about the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientIdentity {
-    /// No certificate was presented.
-    Absent,
-    /// A certificate was presented but does not chain to the client CA.
-    Untrusted,
-    /// A trusted certificate that names no agent.
-    Unnamed,
-    /// A trusted certificate naming this agent id (as text).
-    Named(String),
-}
-
 /// The agent id a client certificate names, as text (parsed as a UUID by the caller).
 pub fn agent_of(certs: &[CertificateDer<'static>]) -> Option<String> {
     let cert = Certificate::from_der(certs.first()?.as_ref()).ok()?;

@@ -1,7 +1,7 @@
 //! Metering a response while it streams: the body wrapper that feeds every chunk to the usage
-//! parser untouched, enforces the idle timeout between chunks, and hands the request to
-//! settlement exactly once — at the end of the body, on an upstream error, or when the client
-//! goes away (the wrapper's `Drop`), so a dropped connection cannot drop a charge.
+//! parser untouched, enforces the idle timeout between chunks, and finishes the call's
+//! `PendingCharge` exactly once — at the end of the body, on an upstream error, or when the
+//! client goes away (the wrapper's `Drop`), with whatever usage the tap has read by then.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 
+use crate::admission::{Finished, PendingCharge};
 use crate::core::events::Outcome;
 use crate::core::pricing::Usage;
 use crate::core::stream_usage::StreamUsage;
@@ -89,18 +91,6 @@ impl UsageTap {
     }
 }
 
-/// What settlement receives when the response is over, one way or another.
-pub struct Finished {
-    pub outcome: Outcome,
-    pub usage: Option<Usage>,
-    pub bytes: u64,
-}
-
-/// Receives the end of a metered response; implemented by the gateway's settlement.
-pub trait Settle: Send + Sync + 'static {
-    fn settle(self: Box<Self>, finished: Finished);
-}
-
 /// The response body as the client sees it: the upstream's bytes, untouched.
 pub struct MeteredBody {
     inner: Incoming,
@@ -108,7 +98,9 @@ pub struct MeteredBody {
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
     bytes: u64,
-    settle: Option<Box<dyn Settle>>,
+    pending: Option<PendingCharge>,
+    /// The request's in-flight slot, held until the body is gone.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl MeteredBody {
@@ -116,7 +108,8 @@ impl MeteredBody {
         inner: Incoming,
         tap: UsageTap,
         idle_timeout: Duration,
-        settle: Box<dyn Settle>,
+        pending: PendingCharge,
+        permit: OwnedSemaphorePermit,
     ) -> MeteredBody {
         MeteredBody {
             inner,
@@ -124,14 +117,15 @@ impl MeteredBody {
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             bytes: 0,
-            settle: Some(settle),
+            pending: Some(pending),
+            _permit: permit,
         }
     }
 
     fn finish(&mut self, outcome: Outcome) {
-        if let Some(settle) = self.settle.take() {
+        if let Some(pending) = self.pending.take() {
             let usage = self.tap.usage();
-            settle.settle(Finished {
+            pending.finish(Finished {
                 outcome,
                 usage,
                 bytes: self.bytes,

@@ -1,31 +1,30 @@
-//! The request path, as phases over one context: authenticate → route → estimate → reserve →
-//! forward (stream + meter) → settle → emit. Each phase returns `Result<_, GatewayError>`;
-//! settlement hangs off the response body (see `meter.rs`), not off this function.
+//! The request path, as phases over one context: read → authenticate → route → estimate →
+//! reserve → forward → respond (stream + meter). Each phase is a short function returning
+//! `Result<_, GatewayError>`. From `reserve` on, the call's `PendingCharge` owns the hold: if the
+//! client goes away while a phase awaits (hyper drops this future), dropping it settles the hold.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
-use chrono::{Duration as ChronoDuration, Utc};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Request, Response};
+use hyper::{HeaderMap, Request, Response};
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use super::error::GatewayError;
 use super::meter::{MeteredBody, UsageTap};
-use super::settle::{decision_event, PendingCharge};
 use super::upstream::{response_headers, Route};
 use super::GatewayState;
-use crate::core::decision::DenyReason;
+use crate::admission::{CallFacts, ClientIdentity, Finished, PendingCharge, Priced};
+use crate::config::Provider;
+use crate::core::agent::AgentId;
 use crate::core::estimate::{ensure_stream_usage, estimate_cost, request_facts};
-use crate::core::money::Money;
-use crate::core::pricing::Price;
+use crate::core::events::{Outcome, Source};
+use crate::core::money::Micros;
 use crate::core::usage::Provider as UsageProvider;
 use crate::http::read_body;
-use crate::spend::{HoldId, ReserveOutcome, ReserveRequest};
-use crate::store::ChainPolicies;
 
 /// The body type of every gateway response.
 pub type GatewayBody =
@@ -40,309 +39,251 @@ pub fn full(response: Response<crate::http::Body>) -> Response<GatewayBody> {
 pub struct RequestCtx {
     pub request_id: Uuid,
     pub correlation_id: String,
-    pub started: Instant,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    /// The in-flight slot, released when the response body is gone.
+    permit: OwnedSemaphorePermit,
+}
+
+/// Where and what: the route, the path below its prefix, and the priced call.
+struct Routed {
+    route: Route,
+    rest: String,
+}
+
+struct Estimated {
+    call: CallFacts,
+    priced: Priced,
+    estimate: Micros,
 }
 
 pub async fn handle(
     state: Arc<GatewayState>,
     req: Request<Incoming>,
-    client_identity: super::identity::ClientIdentity,
+    identity: ClientIdentity,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let ctx = RequestCtx {
-        request_id: Uuid::now_v7(),
-        correlation_id: req
-            .headers()
-            .get("x-correlation-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned),
-        started: Instant::now(),
-    };
+    let mut ctx = read(&state, req).await?;
+    let agent = authenticate(&state, &ctx, identity).await?;
+    let routed = route(&state, &ctx)?;
+    let estimated = estimate(&state, &mut ctx, &routed, agent).await?;
+    let pending = state
+        .admission
+        .admit(estimated.call, estimated.priced, estimated.estimate)
+        .await?;
+    let (upstream, pending) = forward(&state, &ctx, &routed, pending).await?;
+    Ok(respond(&state, ctx, &routed, pending, upstream))
+}
+
+/// Takes an in-flight slot and reads the body (bounded) before anything can refuse the
+/// request, so an early answer never resets an HTTP/2 stream the client is still sending.
+async fn read(state: &GatewayState, req: Request<Incoming>) -> Result<RequestCtx, GatewayError> {
+    let correlation_id = req
+        .headers()
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
     let permit = Arc::clone(&state.in_flight)
         .try_acquire_owned()
         .map_err(|_| GatewayError::Overloaded)?;
-
-    // The body is read (bounded) before anything can refuse the request, so an early answer
-    // never resets an HTTP/2 stream that the client is still sending.
     let (parts, body) = req.into_parts();
-    let mut body = read_body(body, state.limits.body_bytes_max)
+    let body = read_body(body, state.limits.body_bytes_max)
         .await
         .map_err(|e| match e {
             crate::http::BodyError::TooLarge(n) => GatewayError::PayloadTooLarge(n),
             crate::http::BodyError::Read(m) => GatewayError::InvalidRequest(m),
         })?;
+    Ok(RequestCtx {
+        request_id: Uuid::now_v7(),
+        correlation_id,
+        parts,
+        body,
+        permit,
+    })
+}
 
-    // authenticate
-    let agent_id = state
-        .auth
-        .authenticate(&parts.headers, &client_identity)
+/// The calling agent, and replay protection when it is on.
+async fn authenticate(
+    state: &GatewayState,
+    ctx: &RequestCtx,
+    identity: ClientIdentity,
+) -> Result<AgentId, GatewayError> {
+    let headers = &ctx.parts.headers;
+    let credentials = crate::http::credentials(headers, identity);
+    let agent = state.admission.authenticate(&credentials).await?;
+    state
+        .admission
+        .check_replay(
+            agent,
+            header(headers, "x-caracal-nonce"),
+            header(headers, "x-caracal-timestamp"),
+        )
         .await?;
-    if let Some(window) = state.limits.replay_window {
-        check_replay(&state, agent_id, &parts.headers, window).await?;
-    }
+    Ok(agent)
+}
 
-    // route
-    let path = parts.uri.path().to_owned();
+fn route(state: &GatewayState, ctx: &RequestCtx) -> Result<Routed, GatewayError> {
+    let path = ctx.parts.uri.path();
     let (route, rest) = state
         .routes
-        .resolve(&path)
-        .map(|(r, rest)| (r.clone(), rest.to_owned()))
-        .ok_or_else(|| GatewayError::NoRoute(path.clone()))?;
-    let query = parts.uri.query().map(str::to_owned);
+        .resolve(path)
+        .ok_or_else(|| GatewayError::NoRoute(path.to_owned()))?;
+    Ok(Routed {
+        route: route.clone(),
+        rest: rest.to_owned(),
+    })
+}
 
-    // estimate
-    let chain = state.chain(agent_id).await?;
-    let facts =
-        request_facts(&rest, &body).map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
-    let provider = route.provider_name();
-    let model = facts
-        .model
-        .clone()
-        .unwrap_or_else(|| route.prefix.trim_start_matches('/').to_owned());
-    let book = state.pricebook();
-    let price = book.get(provider, &model).cloned();
-    let (price, estimate) = match price {
-        Some(price) => {
-            let estimate = estimate_cost(&price, &facts)
-                .map_err(|e| GatewayError::InvalidRequest(format!("cannot estimate cost: {e}")))?;
-            (price, estimate)
-        }
-        None if state.allow_unknown_price => {
-            (Price::free(chain_currency(&chain)), Default::default())
-        }
-        None => {
-            state.emit_denied(&ctx, &chain, provider, &model, DenyReason::UnknownPrice)?;
-            return Err(GatewayError::Denied {
-                reason: DenyReason::UnknownPrice,
-                policy_id: None,
-                remaining: None,
-            });
-        }
+/// The call's resource, price and estimated cost; for an OpenAI stream, asks the upstream to
+/// report usage in its last chunk.
+async fn estimate(
+    state: &GatewayState,
+    ctx: &mut RequestCtx,
+    routed: &Routed,
+    agent: AgentId,
+) -> Result<Estimated, GatewayError> {
+    let chain = state.admission.chain(agent).await?;
+    let facts = request_facts(&routed.rest, &ctx.body)
+        .map_err(|e| GatewayError::InvalidRequest(e.to_string()))?;
+    let route = &routed.route;
+    let call = CallFacts {
+        request_id: ctx.request_id,
+        correlation_id: ctx.correlation_id.clone(),
+        chain,
+        source: Source::Gateway,
+        provider: route.provider_name().to_owned(),
+        resource: facts
+            .model
+            .clone()
+            .unwrap_or_else(|| route.prefix.trim_start_matches('/').to_owned()),
+        operation: operation_of(&routed.rest),
+        per_call: route.provider == Provider::Generic,
     };
-    if facts.stream && route.provider == crate::config::Provider::Openai {
-        if let Some(rewritten) = ensure_stream_usage(&body) {
-            body = Bytes::from(rewritten);
+    let priced = state.admission.price(&call)?;
+    let estimate = estimate_cost(&priced.price, &facts)
+        .map_err(|e| GatewayError::InvalidRequest(format!("cannot estimate cost: {e}")))?;
+    if facts.stream && route.provider == Provider::Openai {
+        if let Some(rewritten) = ensure_stream_usage(&ctx.body) {
+            ctx.body = Bytes::from(rewritten);
         }
     }
-
-    // reserve
-    let now = Utc::now();
-    let hold_id = HoldId(Uuid::now_v7());
-    let evaluation_started = Instant::now();
-    let outcome = state
-        .spend
-        .reserve(ReserveRequest {
-            hold_id,
-            chain: chain.chain.clone(),
-            policies: chain.policies.clone(),
-            resource: format!("{provider}:{model}"),
-            estimate: Money {
-                micros: estimate,
-                currency: price.currency,
-            },
-            now,
-            expires_at: now + ChronoDuration::seconds(state.limits.hold_seconds),
-        })
-        .await
-        .map_err(|e| GatewayError::DependencyUnavailable {
-            what: "spend cache",
-            detail: e.to_string(),
-        })?;
-    let evaluation = evaluation_started.elapsed();
-    metrics::histogram!("caracal_policy_evaluation_seconds").record(evaluation.as_secs_f64());
-    let decision = match &outcome {
-        ReserveOutcome::Denied(decision) => decision,
-        ReserveOutcome::Reserved(reservation) => &reservation.decision,
-    };
-    let event = decision_event(
-        &ctx,
-        &chain,
-        provider,
-        &model,
+    Ok(Estimated {
+        call,
+        priced,
         estimate,
-        price.currency,
-        decision,
-        evaluation,
-    );
-    let reservation = match outcome {
-        ReserveOutcome::Denied(decision) => {
-            state.emit(event)?;
-            return Err(GatewayError::Denied {
-                reason: decision.reason.unwrap_or(DenyReason::BudgetExceeded),
-                policy_id: decision.policy_id,
-                remaining: decision.remaining,
-            });
-        }
-        ReserveOutcome::Reserved(reservation) => reservation,
-    };
-    let pending = PendingCharge::new(
-        Arc::clone(&state),
-        &ctx,
-        &chain,
-        &route,
-        &rest,
-        model.clone(),
-        price.clone(),
-        estimate,
-        &reservation,
-        book.version,
-        permit,
-    );
-    if let Err(e) = state.emit(event) {
-        pending.release();
-        return Err(e);
-    }
+    })
+}
 
-    // forward
-    let forward = forward(
-        &state,
-        &route,
-        &rest,
-        query.as_deref(),
-        &parts.headers,
-        parts.method,
-        body,
-        &ctx,
-    )
-    .await;
-    let (upstream_parts, upstream_body) = match forward {
-        Ok(response) => response.into_parts(),
-        Err(e) => {
-            pending.upstream_failed(&e);
-            return Err(e);
-        }
+/// Sends the call upstream and waits for its response headers (bounded by `requestTimeout`).
+/// An upstream that cannot be reached or does not answer is settled here as such.
+async fn forward(
+    state: &GatewayState,
+    ctx: &RequestCtx,
+    routed: &Routed,
+    mut pending: PendingCharge,
+) -> Result<(Response<Incoming>, PendingCharge), GatewayError> {
+    let route = &routed.route;
+    let uri = route
+        .upstream_uri(&routed.rest, ctx.parts.uri.query())
+        .map_err(GatewayError::UpstreamUnreachable)?;
+    let mut request = Request::new(Full::new(ctx.body.clone()));
+    *request.method_mut() = ctx.parts.method.clone();
+    *request.uri_mut() = uri;
+    let correlation =
+        HeaderValue::from_str(&ctx.correlation_id).unwrap_or(HeaderValue::from_static("invalid"));
+    *request.headers_mut() =
+        route.upstream_headers(&ctx.parts.headers, &[("x-correlation-id", correlation)]);
+    pending.forwarding();
+    let sent = tokio::time::timeout(state.limits.request_timeout, state.client.request(request));
+    let (error, outcome) = match sent.await {
+        Ok(Ok(response)) => return Ok((response, pending)),
+        Ok(Err(e)) => (
+            GatewayError::UpstreamUnreachable(e.to_string()),
+            Outcome::UpstreamError,
+        ),
+        Err(_) => (GatewayError::UpstreamTimeout, Outcome::Timeout),
     };
-    let content_type = upstream_parts
+    pending.finish(Finished {
+        outcome,
+        usage: None,
+        bytes: 0,
+    });
+    Err(error)
+}
+
+/// The upstream's response, streamed through untouched while the usage tap reads it; the
+/// `PendingCharge` moves into the body, which settles it however the body ends.
+fn respond(
+    state: &GatewayState,
+    ctx: RequestCtx,
+    routed: &Routed,
+    mut pending: PendingCharge,
+    upstream: Response<Incoming>,
+) -> Response<GatewayBody> {
+    let (parts, body) = upstream.into_parts();
+    pending.answered(parts.status.as_u16());
+    let content_type = parts
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let usage_provider = match route.provider {
-        crate::config::Provider::Openai => UsageProvider::OpenAi,
-        crate::config::Provider::Anthropic => UsageProvider::Anthropic,
-        crate::config::Provider::Generic => UsageProvider::Generic,
-    };
+        .unwrap_or("");
+    let provider = routed.route.provider;
     let tap = UsageTap::for_response(
-        usage_provider,
-        &content_type,
-        route.provider != crate::config::Provider::Generic,
+        usage_provider(provider),
+        content_type,
+        provider != Provider::Generic,
     );
-    let upstream_status = upstream_parts.status;
-    let settle = pending.into_settle(upstream_status.as_u16(), ctx.started.elapsed());
-    let metered = MeteredBody::new(
-        upstream_body,
-        tap,
-        state.limits.request_timeout,
-        Box::new(settle),
-    );
-
+    let (reserved, remaining) = (pending.reserved(), pending.remaining());
+    let metered = MeteredBody::new(body, tap, state.limits.request_timeout, pending, ctx.permit);
     let mut response = Response::new(
         metered
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             .boxed(),
     );
-    *response.status_mut() = upstream_status;
-    *response.headers_mut() = response_headers(&upstream_parts.headers);
+    *response.status_mut() = parts.status;
+    *response.headers_mut() = response_headers(&parts.headers);
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id.to_string()) {
-        headers.insert("x-caracal-request-id", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&ctx.correlation_id) {
-        headers.insert("x-correlation-id", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&estimate.to_string()) {
-        headers.insert("x-caracal-reserved", v);
-    }
-    if let Some(remaining) = reservation.decision.remaining {
-        if let Ok(v) = HeaderValue::from_str(&remaining.to_string()) {
-            headers.insert("x-caracal-budget-remaining", v);
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
         }
-    }
-    Ok(response)
-}
-
-/// Replay protection: a fresh `X-Caracal-Timestamp` (Unix seconds, within the window) and an
-/// `X-Caracal-Nonce` this agent has not used within the window, remembered in the spend cache
-/// so every replica sees it.
-async fn check_replay(
-    state: &GatewayState,
-    agent: crate::core::agent::AgentId,
-    headers: &hyper::HeaderMap,
-    window: std::time::Duration,
-) -> Result<(), GatewayError> {
-    use crate::spend::nonces::{NONCE_BYTES_MAX, NONCE_BYTES_MIN};
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
     };
-    let nonce = header("x-caracal-nonce")
-        .filter(|n| (NONCE_BYTES_MIN..=NONCE_BYTES_MAX).contains(&n.len()))
-        .ok_or(GatewayError::Unauthenticated(
-            "replay protection: send X-Caracal-Nonce (16 to 128 characters)",
-        ))?;
-    let timestamp: i64 = header("x-caracal-timestamp")
-        .and_then(|t| t.parse().ok())
-        .ok_or(GatewayError::Unauthenticated(
-            "replay protection: send X-Caracal-Timestamp (Unix seconds)",
-        ))?;
-    let now = Utc::now();
-    let window_seconds = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
-    if (now.timestamp() - timestamp).abs() > window_seconds {
-        return Err(GatewayError::Unauthenticated(
-            "replay protection: X-Caracal-Timestamp is outside the accepted window",
-        ));
+    put("x-caracal-request-id", ctx.request_id.to_string());
+    put("x-correlation-id", ctx.correlation_id);
+    put("x-caracal-reserved", reserved.to_string());
+    if let Some(remaining) = remaining {
+        put("x-caracal-budget-remaining", remaining.to_string());
     }
-    let expires = now + ChronoDuration::seconds(window_seconds.saturating_mul(2));
-    let fresh = state
-        .spend
-        .remember_nonce(&format!("{agent}:{nonce}"), expires, now)
-        .await
-        .map_err(|e| GatewayError::DependencyUnavailable {
-            what: "spend cache",
-            detail: e.to_string(),
-        })?;
-    if fresh {
-        Ok(())
-    } else {
-        Err(GatewayError::Unauthenticated(
-            "replay protection: this nonce was already used",
-        ))
+    response
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn usage_provider(provider: Provider) -> UsageProvider {
+    match provider {
+        Provider::Openai => UsageProvider::OpenAi,
+        Provider::Anthropic => UsageProvider::Anthropic,
+        Provider::Generic => UsageProvider::Generic,
     }
 }
 
-fn chain_currency(chain: &ChainPolicies) -> crate::core::money::Currency {
-    chain
-        .policies
-        .first()
-        .map_or(crate::core::money::Currency::USD, |p| p.spec.currency)
+/// `chat.completions` from `/v1/chat/completions`: the operation label of an event.
+fn operation_of(rest: &str) -> String {
+    let trimmed = rest.trim_start_matches('/');
+    let without_version = trimmed.strip_prefix("v1/").unwrap_or(trimmed);
+    without_version.replace('/', ".")
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    state: &GatewayState,
-    route: &Route,
-    rest: &str,
-    query: Option<&str>,
-    headers: &hyper::HeaderMap,
-    method: hyper::Method,
-    body: Bytes,
-    ctx: &RequestCtx,
-) -> Result<Response<Incoming>, GatewayError> {
-    let uri = route
-        .upstream_uri(rest, query)
-        .map_err(GatewayError::UpstreamUnreachable)?;
-    let mut request = Request::new(Full::new(body));
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    let correlation =
-        HeaderValue::from_str(&ctx.correlation_id).unwrap_or(HeaderValue::from_static("invalid"));
-    *request.headers_mut() = route.upstream_headers(headers, &[("x-correlation-id", correlation)]);
-    match tokio::time::timeout(state.limits.request_timeout, state.client.request(request)).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => Err(GatewayError::UpstreamUnreachable(e.to_string())),
-        Err(_) => Err(GatewayError::UpstreamTimeout),
+#[cfg(test)]
+mod tests {
+    use super::operation_of;
+
+    #[test]
+    fn operations_are_named_after_the_endpoint() {
+        assert_eq!(operation_of("/v1/chat/completions"), "chat.completions");
+        assert_eq!(operation_of("/v1/messages"), "messages");
+        assert_eq!(operation_of("/embeddings"), "embeddings");
     }
 }

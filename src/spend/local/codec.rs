@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::journal::Op;
 use crate::core::agent::AgentId;
+use crate::core::events::Source;
 use crate::core::money::{Currency, Micros};
 use crate::core::policy::{PolicyId, TimeWindow, WindowType};
 use crate::spend::{HoldId, HoldInfo};
@@ -26,6 +27,7 @@ pub(super) const RECORD_HEADER_BYTES: usize = 12;
 /// the reader calls a longer length damage.
 pub(super) const RECORD_BYTES_MAX: usize = 256 << 20;
 
+/// A hold as the first journal version wrote it (no source, no operation): read, never written.
 const PUT_HOLD: u8 = 1;
 const DELETE_HOLD: u8 = 2;
 const SET_EXPIRY: u8 = 3;
@@ -33,6 +35,11 @@ const SET_SETTLED: u8 = 4;
 const DELETE_SETTLED: u8 = 5;
 const SET_WINDOW: u8 = 6;
 const DELETE_WINDOW: u8 = 7;
+/// A hold with its source and operation after the fields of `PUT_HOLD`.
+const PUT_HOLD_SOURCED: u8 = 8;
+
+/// The operation of a hold recorded before holds carried one.
+pub(super) const UNKNOWN_OPERATION: &str = "unknown";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(super) enum DecodeError {
@@ -123,8 +130,10 @@ pub(super) fn take_record(bytes: &[u8]) -> Record {
 fn put_op(out: &mut Vec<u8>, op: &Op) {
     match op {
         Op::PutHold(info) => {
-            out.push(PUT_HOLD);
+            out.push(PUT_HOLD_SOURCED);
             put_hold(out, info);
+            put_str(out, info.source.as_str());
+            put_str(out, &info.operation);
         }
         Op::DeleteHold(id) => {
             out.push(DELETE_HOLD);
@@ -272,6 +281,16 @@ impl<'a> Reader<'a> {
         let [tag] = self.array()?;
         Ok(match tag {
             PUT_HOLD => Op::PutHold(self.hold()?),
+            PUT_HOLD_SOURCED => {
+                let mut hold = self.hold()?;
+                let source = self.str()?;
+                hold.source = Source::from_symbol(source).ok_or(DecodeError::Invalid {
+                    what: "source",
+                    detail: source.to_owned(),
+                })?;
+                hold.operation = self.str()?.to_owned();
+                Op::PutHold(hold)
+            }
             DELETE_HOLD => Op::DeleteHold(HoldId(self.uuid()?)),
             SET_EXPIRY => Op::SetExpiry(HoldId(self.uuid()?), self.instant()?),
             SET_SETTLED => Op::SetSettled {
@@ -317,6 +336,8 @@ impl<'a> Reader<'a> {
             ancestor_ids,
             root_agent_id,
             resource,
+            source: Source::Gateway,
+            operation: UNKNOWN_OPERATION.to_owned(),
             amount,
             currency,
             charged,
@@ -343,7 +364,9 @@ mod tests {
                 agent_id: AgentId(Uuid::from_u128(2)),
                 ancestor_ids: vec![AgentId(Uuid::from_u128(3)), AgentId(Uuid::from_u128(4))],
                 root_agent_id: AgentId(Uuid::from_u128(4)),
-                resource: "openai/gpt-4o-mini".into(),
+                resource: "mcp:search/web".into(),
+                source: Source::Mcp,
+                operation: "tools/call".into(),
                 amount: Micros(1_234_567),
                 currency: Currency::parse("USD").unwrap(),
                 charged: vec![(policy, at("2026-03-10T00:00:00Z"))],
@@ -414,6 +437,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_hold_of_the_first_format_reads_as_a_gateway_hold_of_unknown_operation() {
+        let Op::PutHold(info) = every_op().remove(0) else {
+            unreachable!()
+        };
+        let mut payload = vec![PUT_HOLD];
+        put_hold(&mut payload, &info);
+        let read = Reader(&payload).op().unwrap();
+        let expected = HoldInfo {
+            source: Source::Gateway,
+            operation: UNKNOWN_OPERATION.into(),
+            ..info
+        };
+        assert_eq!(read, Op::PutHold(expected));
     }
 
     #[test]

@@ -10,9 +10,12 @@ use uuid::Uuid;
 
 use super::journal::{Op, Tables};
 use crate::core::agent::AgentId;
+use crate::core::events::Source;
 use crate::core::money::{Currency, Micros};
 use crate::core::policy::{PolicyId, TimeWindow, WindowType};
 use crate::spend::{HoldId, HoldInfo, SpendError};
+
+use super::codec::UNKNOWN_OPERATION;
 
 /// File name of the earlier SQLite journal inside the data directory.
 pub(super) const FILE: &str = "spend.db";
@@ -127,6 +130,9 @@ fn parse_hold(row: HoldRow) -> Result<HoldInfo, SpendError> {
         ancestor_ids,
         root_agent_id: AgentId(uuid(&root)?),
         resource,
+        // Only the gateway reserved before the journal existed.
+        source: Source::Gateway,
+        operation: UNKNOWN_OPERATION.to_owned(),
         amount: Micros(amount),
         currency: Currency::parse(&currency).map_err(|e| corrupt("currency", e))?,
         charged: charged

@@ -30,7 +30,9 @@ use self::journal::Op;
 use self::state::State;
 use self::writer::{Commit, Failure, Writer};
 use super::nonces::NonceSet;
-use super::{HoldId, HoldInfo, ReserveOutcome, ReserveRequest, Settlement, SpendCache, SpendError};
+use super::{
+    HoldInfo, HoldKey, ReserveOutcome, ReserveRequest, Settlement, SpendCache, SpendError,
+};
 use crate::core::decision::PolicyUsage;
 use crate::core::money::Micros;
 use crate::core::policy::BudgetPolicy;
@@ -241,29 +243,32 @@ impl SpendCache for LocalSpend {
 
     async fn settle(
         &self,
-        hold: HoldId,
+        hold: &HoldKey,
         actual: Micros,
         _at: DateTime<Utc>,
     ) -> Result<Settlement, SpendError> {
-        let (settlement, commit) = self.submit(|state, ops| state.settle(hold, actual, ops))?;
+        let id = hold.hold_id;
+        let (settlement, commit) = self.submit(|state, ops| state.settle(id, actual, ops))?;
         self.committed(commit).await?;
         Ok(settlement)
     }
 
-    async fn extend(&self, hold: HoldId, expires_at: DateTime<Utc>) -> Result<(), SpendError> {
-        let expires_at = expires_at.trunc_subsecs(6);
-        let ((), commit) = self.submit(|state, ops| state.extend(hold, expires_at, ops))?;
+    async fn extend(&self, hold: &HoldKey, expires_at: DateTime<Utc>) -> Result<(), SpendError> {
+        let (id, expires_at) = (hold.hold_id, expires_at.trunc_subsecs(6));
+        let ((), commit) = self.submit(|state, ops| state.extend(id, expires_at, ops))?;
         self.committed(commit).await
     }
 
-    async fn take_expired(
+    /// One shard: a single process owns the journal, so there is nothing to spread.
+    async fn expired(
         &self,
+        _shard: u32,
         now: DateTime<Utc>,
         max: usize,
     ) -> Result<Vec<HoldInfo>, SpendError> {
-        let (taken, commit) = self.submit(|state, ops| Ok(state.take_expired(now, max, ops)))?;
+        let (due, commit) = self.submit(|state, ops| Ok(state.expired(now, max, ops)))?;
         self.committed(commit).await?;
-        Ok(taken)
+        Ok(due)
     }
 
     async fn spent(

@@ -125,6 +125,8 @@ impl State {
             ancestor_ids: chain.iter().skip(1).map(|a| a.id).collect(),
             root_agent_id: req.chain.root().id,
             resource: req.resource.clone(),
+            source: req.source,
+            operation: req.operation.clone(),
             amount,
             currency: req.estimate.currency,
             charged: charged.clone(),
@@ -146,6 +148,7 @@ impl State {
         }
         Ok(ReserveOutcome::Reserved(Reservation {
             hold_id: req.hold_id,
+            root_agent_id: req.chain.root().id,
             decision,
             charged,
             amount,
@@ -193,34 +196,24 @@ impl State {
         Ok(())
     }
 
-    /// Removes up to `max` holds expired at `now`, posting each one's full amount, then prunes
-    /// every policy's aged-out buckets.
-    pub(super) fn take_expired(
+    /// Up to `max` holds expired at `now`, earliest first (nothing is removed or posted), after
+    /// pruning every policy's aged-out buckets.
+    pub(super) fn expired(
         &mut self,
         now: DateTime<Utc>,
         max: usize,
         ops: &mut Vec<Op>,
     ) -> Vec<HoldInfo> {
-        let due: Vec<HoldId> = self
-            .expiry
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .take(max)
-            .map(|(_, id)| *id)
-            .collect();
-        let mut taken = Vec::with_capacity(due.len());
-        for id in due {
-            if let Some(info) = self.remove_hold(id) {
-                ops.push(Op::DeleteHold(id));
-                self.post(&info, info.amount, ops);
-                taken.push(info);
-            }
-        }
         let ids: Vec<PolicyId> = self.policies.keys().copied().collect();
         for id in ids {
             self.prune_policy(id, now, ops);
         }
-        taken
+        self.expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(max)
+            .filter_map(|(_, id)| self.holds.get(id).cloned())
+            .collect()
     }
 
     pub(super) fn list_holds(&self, max: usize) -> Vec<HoldInfo> {

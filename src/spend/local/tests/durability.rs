@@ -20,13 +20,13 @@ pub(super) async fn populate(spend: &LocalSpend, policies: &[BudgetPolicy]) -> V
             live.push(hold.hold_id);
         } else {
             spend
-                .settle(hold.hold_id, Micros(900 + i), at)
+                .settle(&key(hold.hold_id), Micros(900 + i), at)
                 .await
                 .unwrap();
         }
     }
     spend
-        .extend(live[0], now + Duration::hours(2))
+        .extend(&key(live[0]), now + Duration::hours(2))
         .await
         .unwrap();
     live
@@ -64,9 +64,11 @@ async fn reopening_after_close_restores_settled_spend_and_live_holds_exactly() {
     assert_eq!(snapshot(&reopened, &policies).await, before);
     // The restored holds are live: they settle once, and expire into charges.
     let now = utc("2026-03-10T12:30:00Z");
-    reopened.settle(live[1], Micros(5), now).await.unwrap();
-    let swept = reopened
-        .take_expired(now + Duration::minutes(30), 100)
+    reopened
+        .settle(&key(live[1]), Micros(5), now)
+        .await
+        .unwrap();
+    let swept = take_expired(&reopened, now + Duration::minutes(30), 100)
         .await
         .unwrap();
     assert_eq!(
@@ -138,7 +140,11 @@ async fn crash_child_runs_until_killed() {
         reserved(&spend, req).await;
         println!("ack reserve {i}");
         spend
-            .settle(HoldId(Uuid::from_u128(i + 1)), Micros(CRASH_ACTUAL), now)
+            .settle(
+                &key(HoldId(Uuid::from_u128(i + 1))),
+                Micros(CRASH_ACTUAL),
+                now,
+            )
             .await
             .unwrap();
         println!("ack settle {i}");

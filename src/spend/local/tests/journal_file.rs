@@ -149,7 +149,7 @@ async fn reserve_and_settle(spend: &LocalSpend, policies: &[BudgetPolicy], i: i6
     let now = utc("2026-03-10T12:00:00Z");
     let hold = reserved(spend, request(&child(2), policies, 10, now)).await;
     spend
-        .settle(hold.hold_id, Micros(i % 7), now)
+        .settle(&key(hold.hold_id), Micros(i % 7), now)
         .await
         .unwrap();
 }
@@ -316,7 +316,7 @@ async fn a_journal_kept_in_sqlite_by_an_earlier_version_is_imported_once() {
     assert_eq!(spend.list_holds(10).await.unwrap().len(), 1);
     // From now on the journal file is the record: a change survives without the old file.
     spend
-        .settle(HoldId(Uuid::from_u128(99)), Micros(100), now)
+        .settle(&key(HoldId(Uuid::from_u128(99))), Micros(100), now)
         .await
         .unwrap();
     spend.close().await.unwrap();

@@ -1,13 +1,41 @@
-//! Tests of `LocalSpend` through the `SpendCache` trait: budgets, windows, durability, races.
+//! Tests of `LocalSpend`: the shared `SpendCache` conformance suite instantiated on it, plus what
+//! only the local cache has (its limits, its journal file, kill -9, a model check).
 //! Shared fixtures live here; each file covers one kind of behaviour.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-mod budget;
-mod concurrency;
 mod durability;
 mod faults;
 mod journal_file;
+mod limits;
 mod model;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::spend::conformance::Harness;
+use crate::spend::{HoldInfo, HoldKey, SpendError};
+
+/// `LocalSpend` in a temporary data directory; a restart drops it and opens the same journal.
+pub(super) struct LocalHarness {
+    dir: tempfile::TempDir,
+}
+
+#[async_trait]
+impl Harness for LocalHarness {
+    async fn open() -> (Self, Arc<dyn SpendCache>) {
+        let dir = tempfile::tempdir().unwrap();
+        let spend = open(&dir);
+        (LocalHarness { dir }, Arc::new(spend))
+    }
+
+    async fn restart(&self, cache: Arc<dyn SpendCache>) -> Arc<dyn SpendCache> {
+        drop(cache);
+        Arc::new(open(&self.dir))
+    }
+}
+
+crate::spend_conformance!(conformance, super::LocalHarness);
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
@@ -92,10 +120,33 @@ pub(super) fn request(
         chain: chain.clone(),
         policies: policies.to_vec(),
         resource: "openai:gpt-4o".into(),
+        source: crate::core::events::Source::Gateway,
+        operation: "chat.completions".into(),
         estimate: usd(estimate),
         now,
         expires_at: now + Duration::seconds(300),
     }
+}
+
+/// How the local tests address a hold: every chain here has agent `1` as its root.
+pub(super) fn key(hold_id: HoldId) -> HoldKey {
+    HoldKey {
+        root_agent_id: team().id,
+        hold_id,
+    }
+}
+
+/// What a sweeper does with expired holds: reads them and settles each at its full amount.
+pub(super) async fn take_expired(
+    spend: &LocalSpend,
+    now: DateTime<Utc>,
+    max: usize,
+) -> Result<Vec<HoldInfo>, SpendError> {
+    let due = spend.expired(0, now, max).await?;
+    for hold in &due {
+        spend.settle(&hold.key(), hold.amount, now).await?;
+    }
+    Ok(due)
 }
 
 pub(super) fn open(dir: &tempfile::TempDir) -> LocalSpend {

@@ -129,7 +129,7 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Settle { pick, percent } if !model.holds.is_empty() => {
                 let (id, hold) = model.holds.remove(pick % model.holds.len());
                 let actual = hold.amount * percent / 100;
-                let settlement = spend.settle(id, Micros(actual), now).await.unwrap();
+                let settlement = spend.settle(&key(id), Micros(actual), now).await.unwrap();
                 prop_assert_eq!(settlement.posted, Micros(actual));
                 model.post(&hold, actual);
             }
@@ -137,13 +137,13 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let index = pick % model.holds.len();
                 let expires_at = now + Duration::seconds(secs);
                 spend
-                    .extend(model.holds[index].0, expires_at)
+                    .extend(&key(model.holds[index].0), expires_at)
                     .await
                     .unwrap();
                 model.holds[index].1.expires_at = expires_at;
             }
             Step::Expire => {
-                let taken = spend.take_expired(now, usize::MAX).await.unwrap();
+                let taken = take_expired(&spend, now, usize::MAX).await.unwrap();
                 let (due, live): (Vec<_>, Vec<_>) = std::mem::take(&mut model.holds)
                     .into_iter()
                     .partition(|(_, h)| h.expires_at <= now);

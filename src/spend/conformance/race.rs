@@ -1,7 +1,6 @@
 //! Races: many tasks on many threads reserving against budgets with room for exactly N.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use super::*;
 
@@ -10,7 +9,7 @@ const ESTIMATE: i64 = 1_000;
 
 /// Asserts, until told to stop, that no policy ever shows more than its limit.
 fn watch(
-    spend: Arc<LocalSpend>,
+    spend: Arc<dyn SpendCache>,
     policies: Vec<BudgetPolicy>,
     now: DateTime<Utc>,
     done: Arc<AtomicBool>,
@@ -33,10 +32,8 @@ fn watch(
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn exactly_n_of_1000_concurrent_reservations_succeed_on_agent_and_parent() {
-    let dir = tempfile::tempdir().unwrap();
-    let spend = Arc::new(open(&dir));
+pub async fn exactly_n_of_1000_concurrent_reservations_win_on_agent_and_parent<H: Harness>() {
+    let (_h, spend) = H::open().await;
     let now = utc("2026-03-10T12:00:00Z");
     // Each child alone could take 300; the team's 400 binds first.
     let policies = vec![
@@ -54,7 +51,7 @@ async fn exactly_n_of_1000_concurrent_reservations_succeed_on_agent_and_parent()
         tasks.push(tokio::spawn(async move {
             let chain = child(2 + (i % 2) as u128);
             let mine = of_chain(&policies, &chain);
-            if is_allowed(&spend, request(&chain, &mine, ESTIMATE, now)).await {
+            if is_allowed(spend.as_ref(), request(&chain, &mine, ESTIMATE, now)).await {
                 won.fetch_add(1, Ordering::SeqCst);
             }
         }));
@@ -72,7 +69,7 @@ async fn exactly_n_of_1000_concurrent_reservations_succeed_on_agent_and_parent()
     assert_eq!(a + b, 400);
     assert!(a <= 300 && b <= 300);
     assert_eq!(
-        usage(&spend, &policies, now).await,
+        usage(spend.as_ref(), &policies, now).await,
         vec![
             (0, a as i64 * ESTIMATE),
             (0, b as i64 * ESTIMATE),
@@ -82,10 +79,8 @@ async fn exactly_n_of_1000_concurrent_reservations_succeed_on_agent_and_parent()
     assert_eq!(spend.list_holds(TASKS).await.unwrap().len(), 400);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_reserves_and_settles_never_push_a_budget_over_its_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let spend = Arc::new(open(&dir));
+pub async fn concurrent_reserves_and_settles_never_push_a_budget_over_its_limit<H: Harness>() {
+    let (_h, spend) = H::open().await;
     let now = utc("2026-03-10T12:00:00Z");
     let policies = vec![daily(12, 2, 150 * ESTIMATE), daily(11, 1, 200 * ESTIMATE)];
     let done = Arc::new(AtomicBool::new(false));
@@ -99,7 +94,7 @@ async fn concurrent_reserves_and_settles_never_push_a_budget_over_its_limit() {
                 ReserveOutcome::Reserved(hold) => {
                     let actual = (i as i64 * 37) % (ESTIMATE + 1); // never above the hold
                     spend
-                        .settle(hold.hold_id, Micros(actual), now)
+                        .settle(&hold.key(), Micros(actual), now)
                         .await
                         .unwrap();
                     actual
@@ -114,7 +109,7 @@ async fn concurrent_reserves_and_settles_never_push_a_budget_over_its_limit() {
     }
     done.store(true, Ordering::SeqCst);
     watcher.await.unwrap();
-    let after = usage(&spend, &policies, now).await;
+    let after = usage(spend.as_ref(), &policies, now).await;
     assert_eq!(after, vec![(posted, 0), (posted, 0)]);
     assert!(posted <= 150 * ESTIMATE);
 }

@@ -1,18 +1,17 @@
 //! Who is calling: the agent behind an API key, a JWT, or a client certificate, by the configured
 //! mode. API keys are looked up by their SHA-256 (cached); JWTs are checked against pinned
-//! asymmetric algorithms only. Knows nothing of budgets or routing.
+//! asymmetric algorithms only. Takes credentials already read off the wire (`Credentials`);
+//! knows nothing of headers, budgets or routing.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
-use hyper::HeaderMap;
 use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::cache::TtlCache;
-use super::error::GatewayError;
-use super::identity::ClientIdentity;
+use super::error::Refusal;
+use super::AdmissionLimits;
 use crate::config::{AuthMode, GatewayConfig};
 use crate::core::agent::AgentId;
 use crate::ops::hash_key;
@@ -26,7 +25,36 @@ struct KeyEntry {
     expires_at: Option<chrono::DateTime<Utc>>,
 }
 
-pub struct Authenticator {
+/// What the connection's client certificate says about the caller (`mtls` mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// No certificate was presented.
+    Absent,
+    /// A certificate was presented but does not chain to the client CA.
+    Untrusted,
+    /// A trusted certificate that names no agent.
+    Unnamed,
+    /// A trusted certificate naming this agent id (as text).
+    Named(String),
+}
+
+/// The credentials a caller presented, as its entry point read them.
+#[derive(Debug, Clone)]
+pub struct Credentials<'a> {
+    /// A bearer token (`Authorization: Bearer`): an API key or a JWT.
+    pub bearer: Option<&'a str>,
+    /// An API key sent on its own (`X-API-Key`, the Anthropic SDK and v0.3 clients).
+    pub api_key: Option<&'a str>,
+    /// What a verified client certificate names; never taken from a header.
+    pub client: ClientIdentity,
+}
+
+/// A credential that was sent and is not blank.
+fn present(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|s| !s.is_empty())
+}
+
+pub(super) struct Authenticator {
     mode: AuthMode,
     store: Arc<dyn Store>,
     keys: TtlCache<[u8; 32], KeyEntry>,
@@ -42,11 +70,11 @@ pub enum AuthSetupError {
 }
 
 impl Authenticator {
-    pub fn new(
+    pub(super) fn new(
         config: &GatewayConfig,
         store: Arc<dyn Store>,
+        limits: &AdmissionLimits,
     ) -> Result<Authenticator, AuthSetupError> {
-        let tuning = &config.config;
         let jwt = match config.auth_mode {
             AuthMode::Jwt => Some(JwtVerifier::load(config)?),
             _ => None,
@@ -54,60 +82,59 @@ impl Authenticator {
         Ok(Authenticator {
             mode: config.auth_mode,
             store,
-            keys: TtlCache::new(
-                Duration::from_secs(tuning.policy_cache_ttl),
-                usize::try_from(tuning.policy_cache_max_size).unwrap_or(usize::MAX),
-            ),
+            keys: TtlCache::new(limits.cache_ttl, limits.cache_entries_max),
             jwt,
         })
     }
 
-    /// The calling agent. `client_identity` is the agent named by a verified client certificate
-    /// (mtls mode); headers are never trusted for it.
-    pub async fn authenticate(
+    /// The calling agent. In mtls mode only the verified client certificate counts.
+    pub(super) async fn authenticate(
         &self,
-        headers: &HeaderMap,
-        client_identity: &ClientIdentity,
-    ) -> Result<AgentId, GatewayError> {
+        credentials: &Credentials<'_>,
+    ) -> Result<AgentId, Refusal> {
         match self.mode {
-            AuthMode::ApiKey => self.api_key(presented_secret(headers)?).await,
+            AuthMode::ApiKey => {
+                let secret = present(credentials.bearer)
+                    .or(present(credentials.api_key))
+                    .ok_or_else(missing)?;
+                self.api_key(secret).await
+            }
             AuthMode::Jwt => match &self.jwt {
-                Some(verifier) => verifier.verify(bearer(headers).ok_or(missing())?),
-                None => Err(GatewayError::Unauthenticated(
+                Some(verifier) => verifier.verify(present(credentials.bearer).ok_or_else(missing)?),
+                None => Err(Refusal::Unauthenticated(
                     "jwt verification is not configured",
                 )),
             },
-            AuthMode::Mtls => match client_identity {
-                ClientIdentity::Absent => Err(GatewayError::Unauthenticated(
-                    "a client certificate is required",
-                )),
-                ClientIdentity::Untrusted => Err(GatewayError::Unauthenticated(
+            AuthMode::Mtls => match &credentials.client {
+                ClientIdentity::Absent => {
+                    Err(Refusal::Unauthenticated("a client certificate is required"))
+                }
+                ClientIdentity::Untrusted => Err(Refusal::Unauthenticated(
                     "the client certificate is not issued by the trusted client CA",
                 )),
-                ClientIdentity::Unnamed => Err(GatewayError::Unauthenticated(
+                ClientIdentity::Unnamed => Err(Refusal::Unauthenticated(
                     "the client certificate names no agent",
                 )),
-                ClientIdentity::Named(id) => id.parse().map_err(|_| {
-                    GatewayError::Unauthenticated("the client certificate names no agent")
-                }),
+                ClientIdentity::Named(id) => id
+                    .parse()
+                    .map_err(|_| Refusal::Unauthenticated("the client certificate names no agent")),
             },
         }
     }
 
-    async fn api_key(&self, secret: &str) -> Result<AgentId, GatewayError> {
+    async fn api_key(&self, secret: &str) -> Result<AgentId, Refusal> {
         let hash = hash_key(secret);
         let entry = match self.keys.get(&hash) {
             Some(entry) => entry,
             None => {
-                let found = self.store.find_api_key(&hash).await.map_err(|e| {
-                    GatewayError::DependencyUnavailable {
-                        what: "store",
-                        detail: e.to_string(),
-                    }
-                })?;
-                let key = found.ok_or(GatewayError::Unauthenticated("unknown API key"))?;
+                let found = self
+                    .store
+                    .find_api_key(&hash)
+                    .await
+                    .map_err(|e| Refusal::unavailable("store", e))?;
+                let key = found.ok_or(Refusal::Unauthenticated("unknown API key"))?;
                 if key.revoked_at.is_some() {
-                    return Err(GatewayError::Unauthenticated("the API key is revoked"));
+                    return Err(Refusal::Unauthenticated("the API key is revoked"));
                 }
                 let entry = KeyEntry {
                     agent_id: key.agent_id,
@@ -119,48 +146,23 @@ impl Authenticator {
             }
         };
         if !hashes_equal(&entry.hash, &hash) {
-            return Err(GatewayError::Unauthenticated("unknown API key"));
+            return Err(Refusal::Unauthenticated("unknown API key"));
         }
         if entry.expires_at.is_some_and(|t| t <= Utc::now()) {
-            return Err(GatewayError::Unauthenticated("the API key has expired"));
+            return Err(Refusal::Unauthenticated("the API key has expired"));
         }
         Ok(entry.agent_id)
     }
 
     /// Forgets every cached key of `agent` (a key was revoked or the agent changed).
-    pub fn invalidate_agent(&self, agent: AgentId) {
+    pub(super) fn invalidate_agent(&self, agent: AgentId) {
         self.keys
             .invalidate_where(|_, entry| entry.agent_id == agent);
     }
 }
 
-fn missing() -> GatewayError {
-    GatewayError::Unauthenticated(
-        "missing credentials: send Authorization: Bearer <key> or X-API-Key",
-    )
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(hyper::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-}
-
-/// The API key in `Authorization: Bearer` (OpenAI SDK) or `X-API-Key` (Anthropic SDK, v0.3).
-fn presented_secret(headers: &HeaderMap) -> Result<&str, GatewayError> {
-    if let Some(key) = bearer(headers) {
-        return Ok(key);
-    }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(missing)
+fn missing() -> Refusal {
+    Refusal::Unauthenticated("missing credentials: send Authorization: Bearer <key> or X-API-Key")
 }
 
 #[derive(Deserialize)]
@@ -227,10 +229,10 @@ impl JwtVerifier {
         })
     }
 
-    fn verify(&self, token: &str) -> Result<AgentId, GatewayError> {
-        let invalid = GatewayError::Unauthenticated("invalid token");
+    fn verify(&self, token: &str) -> Result<AgentId, Refusal> {
+        let invalid = Refusal::Unauthenticated("invalid token");
         let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| GatewayError::Unauthenticated("malformed token"))?;
+            .map_err(|_| Refusal::Unauthenticated("malformed token"))?;
         for (kid, key, alg) in &self.keys {
             if header.alg != *alg || (kid.is_some() && header.kid.is_some() && kid != &header.kid) {
                 continue;
@@ -254,10 +256,10 @@ impl JwtVerifier {
                 .claims
                 .agent_id
                 .or(data.claims.sub)
-                .ok_or(GatewayError::Unauthenticated("the token names no agent"))?;
+                .ok_or(Refusal::Unauthenticated("the token names no agent"))?;
             return subject
                 .parse()
-                .map_err(|_| GatewayError::Unauthenticated("the token's agent id is not a UUID"));
+                .map_err(|_| Refusal::Unauthenticated("the token's agent id is not a UUID"));
         }
         Err(invalid)
     }
