@@ -19,6 +19,7 @@ pub mod proof;
 pub mod sse;
 pub mod stream_usage;
 pub mod usage;
+pub mod usage_chunks;
 pub mod window;
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ fn the_official_sdks_work_through_the_gateway_and_are_charged_exactly() {
     assert_eq!(denied["status"], 403);
     assert_eq!(denied["code"], "budget_exceeded");
 
-    let events = wait_for("five metering events", Duration::from_secs(20), || {
+    let events = wait_for("six metering events", Duration::from_secs(20), || {
         let r = request(
             "GET",
             &gw.server
@@ -74,9 +74,9 @@ fn the_official_sdks_work_through_the_gateway_and_are_charged_exactly() {
             None,
         );
         let events = r.json().as_array().cloned().unwrap_or_default();
-        (events.len() >= 5).then_some(events)
+        (events.len() >= 6).then_some(events)
     });
-    assert_eq!(events.len(), 5, "{events:#?}");
+    assert_eq!(events.len(), 6, "{events:#?}");
     let expect = [
         ("chat", "mock-gpt", "chat.completions", 2),
         ("chat_stream", "mock-gpt", "chat.completions", 2),
@@ -114,6 +114,18 @@ fn the_official_sdks_work_through_the_gateway_and_are_charged_exactly() {
         assert_eq!(event["outcome"], "COMPLETED", "{call}");
     }
     assert!(!calls["chat_stream"]["text"].as_str().unwrap().is_empty());
+
+    // The stream that did not ask for usage got none, and was still metered from it.
+    let plain = &calls["chat_stream_plain"];
+    assert_eq!(plain["chunks_with_usage"], 0, "{plain}");
+    let text = plain["text"].as_str().unwrap();
+    assert!(!text.is_empty(), "{plain}");
+    let metered: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["output_tokens"] == 7 && e["operation"] == "chat.completions")
+        .collect();
+    assert_eq!(metered.len(), 1, "{events:#?}");
+    assert_eq!(metered[0]["estimated"], false);
     assert!(!calls["messages_stream"]["text"]
         .as_str()
         .unwrap()

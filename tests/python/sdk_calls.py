@@ -40,6 +40,22 @@ def main() -> None:
     out["chat_stream"] = {"input": usage.prompt_tokens, "output": usage.completion_tokens,
                           "text": streamed_text}
 
+    # A stream that did not ask for usage gets none: every chunk has a choice (a client that
+    # reads choices[0] on every chunk must not crash), and no chunk carries usage.
+    plain_text, plain_chunks, plain_with_usage = "", 0, 0
+    for chunk in oai.chat.completions.create(
+        model="mock-gpt",
+        max_tokens=7,
+        stream=True,
+        messages=[{"role": "user", "content": "stream without usage"}],
+    ):
+        plain_chunks += 1
+        plain_text += chunk.choices[0].delta.content or ""
+        if "usage" in chunk.model_fields_set:
+            plain_with_usage += 1
+    out["chat_stream_plain"] = {"text": plain_text, "chunks": plain_chunks,
+                                "chunks_with_usage": plain_with_usage}
+
     emb = oai.embeddings.create(model="mock-embed", input="embed these five words now")
     out["embeddings"] = {"input": emb.usage.prompt_tokens, "output": 0, "dims": len(emb.data[0].embedding)}
 

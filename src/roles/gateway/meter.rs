@@ -18,6 +18,7 @@ use crate::core::events::Outcome;
 use crate::core::pricing::Usage;
 use crate::core::stream_usage::StreamUsage;
 use crate::core::usage::{usage_from_json, Provider};
+use crate::core::usage_chunks::InjectedUsageFilter;
 
 /// Largest non-streamed response body kept to read its usage; beyond it, usage is unknown and
 /// the reservation is charged (`estimated`).
@@ -99,6 +100,9 @@ pub struct MeteredBody {
     idle: Pin<Box<Sleep>>,
     bytes: u64,
     pending: Option<PendingCharge>,
+    /// Set when the gateway asked an OpenAI stream for usage that the client did not ask for:
+    /// the client gets the stream it asked for.
+    restore: Option<InjectedUsageFilter>,
     /// The request's in-flight slot, held until the body is gone.
     _permit: OwnedSemaphorePermit,
 }
@@ -110,6 +114,7 @@ impl MeteredBody {
         idle_timeout: Duration,
         pending: PendingCharge,
         permit: OwnedSemaphorePermit,
+        usage_injected: bool,
     ) -> MeteredBody {
         MeteredBody {
             inner,
@@ -118,8 +123,31 @@ impl MeteredBody {
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             bytes: 0,
             pending: Some(pending),
+            restore: usage_injected.then(|| InjectedUsageFilter::new(SSE_EVENT_BYTES_MAX)),
             _permit: permit,
         }
+    }
+
+    /// The bytes of an upstream chunk the client gets, after the usage tap has read them.
+    fn pass(&mut self, data: Bytes) -> Bytes {
+        self.tap.observe(&data);
+        let data = match &mut self.restore {
+            Some(filter) => filter.push(data),
+            None => data,
+        };
+        self.bytes += data.len() as u64;
+        data
+    }
+
+    /// What the filter still holds at the end of the upstream's body.
+    fn tail(&mut self) -> Bytes {
+        let tail = self
+            .restore
+            .as_mut()
+            .map(|f| f.finish())
+            .unwrap_or_default();
+        self.bytes += tail.len() as u64;
+        tail
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -151,35 +179,50 @@ impl Body for MeteredBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.tap.observe(data);
-                    this.bytes += data.len() as u64;
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(deadline);
+                    let end = this.inner.is_end_stream();
+                    let frame = match frame.into_data() {
+                        Ok(data) => {
+                            let mut data = this.pass(data);
+                            if end {
+                                data = [data, this.tail()].concat().into();
+                            } else if data.is_empty() {
+                                continue; // held by the filter until its event ends
+                            }
+                            Frame::data(data)
+                        }
+                        Err(other) => other,
+                    };
+                    if end {
+                        // A body of known length may never be polled to its end: settle now.
+                        this.finish(Outcome::Completed);
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
                 }
-                if this.inner.is_end_stream() {
-                    // A body of known length may never be polled to its end: settle now.
+                Poll::Ready(Some(Err(e))) => {
+                    this.finish(Outcome::UpstreamError);
+                    return Poll::Ready(Some(Err(MeteredBodyError::Upstream(e))));
+                }
+                Poll::Ready(None) => {
+                    let tail = this.tail();
                     this.finish(Outcome::Completed);
+                    return Poll::Ready((!tail.is_empty()).then(|| Ok(Frame::data(tail))));
                 }
-                let deadline = tokio::time::Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(deadline);
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.finish(Outcome::UpstreamError);
-                Poll::Ready(Some(Err(MeteredBodyError::Upstream(e))))
-            }
-            Poll::Ready(None) => {
-                this.finish(Outcome::Completed);
-                Poll::Ready(None)
-            }
-            Poll::Pending => match this.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    this.finish(Outcome::Timeout);
-                    Poll::Ready(Some(Err(MeteredBodyError::IdleTimeout(this.idle_timeout))))
+                Poll::Pending => {
+                    return match this.idle.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            this.finish(Outcome::Timeout);
+                            let error = MeteredBodyError::IdleTimeout(this.idle_timeout);
+                            Poll::Ready(Some(Err(error)))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    }
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 
@@ -188,7 +231,10 @@ impl Body for MeteredBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.restore {
+            Some(_) => SizeHint::default(), // the filter changes the length
+            None => self.inner.size_hint(),
+        }
     }
 }
 

@@ -41,6 +41,8 @@ pub struct RequestCtx {
     pub correlation_id: String,
     parts: hyper::http::request::Parts,
     body: Bytes,
+    /// The gateway added `stream_options.include_usage` the client did not ask for.
+    usage_injected: bool,
     /// The in-flight slot, released when the response body is gone.
     permit: OwnedSemaphorePermit,
 }
@@ -98,6 +100,7 @@ async fn read(state: &GatewayState, req: Request<Incoming>) -> Result<RequestCtx
         correlation_id,
         parts,
         body,
+        usage_injected: false,
         permit,
     })
 }
@@ -135,7 +138,8 @@ fn route(state: &GatewayState, ctx: &RequestCtx) -> Result<Routed, GatewayError>
 }
 
 /// The call's resource, price and estimated cost; for an OpenAI stream, asks the upstream to
-/// report usage in its last chunk.
+/// report usage in its last chunk (and remembers to take that chunk out again for a client that
+/// did not ask for it).
 async fn estimate(
     state: &GatewayState,
     ctx: &mut RequestCtx,
@@ -165,6 +169,7 @@ async fn estimate(
     if facts.stream && route.provider == Provider::Openai {
         if let Some(rewritten) = ensure_stream_usage(&ctx.body) {
             ctx.body = Bytes::from(rewritten);
+            ctx.usage_injected = true;
         }
     }
     Ok(Estimated {
@@ -234,7 +239,8 @@ fn respond(
         provider != Provider::Generic,
     );
     let (reserved, remaining) = (pending.reserved(), pending.remaining());
-    let metered = MeteredBody::new(body, tap, state.limits.request_timeout, pending, ctx.permit);
+    let timeout = state.limits.request_timeout;
+    let metered = MeteredBody::new(body, tap, timeout, pending, ctx.permit, ctx.usage_injected);
     let mut response = Response::new(
         metered
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
