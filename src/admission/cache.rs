@@ -22,17 +22,23 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
+    /// The entries. A panic under the lock leaves a consistent map (every change is one map
+    /// operation), so a poisoned lock is recovered, never a reason to skip an invalidation.
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<K, (Instant, V)>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The cached value, if present and younger than the TTL.
     pub fn get(&self, key: &K) -> Option<V> {
-        let guard = self.inner.lock().ok()?;
+        let guard = self.entries();
         let (inserted, value) = guard.get(key)?;
         (inserted.elapsed() < self.ttl).then(|| value.clone())
     }
 
     pub fn insert(&self, key: K, value: V) {
-        let Ok(mut guard) = self.inner.lock() else {
-            return;
-        };
+        let mut guard = self.entries();
         if guard.len() >= self.entries_max && !guard.contains_key(&key) {
             let ttl = self.ttl;
             guard.retain(|_, (inserted, _)| inserted.elapsed() < ttl);
@@ -51,14 +57,12 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
     /// Drops every entry for which `stale` is true.
     pub fn invalidate_where(&self, mut stale: impl FnMut(&K, &V) -> bool) {
-        if let Ok(mut guard) = self.inner.lock() {
-            guard.retain(|k, (_, v)| !stale(k, v));
-        }
+        self.entries().retain(|k, (_, v)| !stale(k, v));
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.inner.lock().map_or(0, |g| g.len())
+        self.entries().len()
     }
 }
 

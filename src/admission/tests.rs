@@ -271,3 +271,41 @@ async fn a_process_that_dies_between_publish_and_settle_charges_the_hold_once_af
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].columns.cost_micros, 300);
 }
+
+#[tokio::test]
+async fn a_poisoned_pricebook_refuses_calls_instead_of_pricing_them_at_nothing() {
+    let f = Fixture::new();
+    let admission = f.admission(f.spend()).await;
+    let call = super::CallFacts {
+        request_id: uuid::Uuid::now_v7(),
+        correlation_id: "c".into(),
+        chain: Arc::new(crate::store::ChainPolicies {
+            chain: child(2),
+            policies: vec![],
+        }),
+        source: Source::Gateway,
+        provider: "openai".into(),
+        resource: "gpt-4o-mini".into(),
+        operation: "chat.completions".into(),
+        per_call: false,
+    };
+    // Unpoisoned, the call is priced or denied for want of a price, by the pricebook's content.
+    assert!(!matches!(
+        admission.price(&call),
+        Err(super::Refusal::Unavailable { .. })
+    ));
+    let poisoner = Arc::clone(&admission);
+    let panicked = std::thread::spawn(move || {
+        let _held = poisoner.pricebook.write();
+        panic!("a panic while the pricebook is held");
+    })
+    .join();
+    assert!(panicked.is_err());
+    match admission.price(&call) {
+        Err(super::Refusal::Unavailable { what, .. }) => assert_eq!(what, "pricebook"),
+        other => panic!(
+            "expected the call refused, got {:?}",
+            other.map(|p| p.price)
+        ),
+    }
+}

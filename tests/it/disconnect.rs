@@ -54,15 +54,6 @@ fn hang_up_before_first_byte(gw: &Gateway, mock: &Mock, key: &str, seen_before: 
     drop(stream);
 }
 
-fn reservations_open(gw: &Gateway) -> Option<f64> {
-    let metrics = request("GET", &gw.server.telemetry_url("/metrics"), &[], None).body;
-    metrics
-        .lines()
-        .find(|l| l.starts_with("caracal_reservations_open "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn a_client_that_hangs_up_before_the_first_byte_is_charged_once_and_nothing_stays_held() {
     let mock = Mock::start(&[]);
@@ -95,7 +86,7 @@ fn a_client_that_hangs_up_before_the_first_byte_is_charged_once_and_nothing_stay
         assert_eq!(event["cost_micros"], PER_CALL, "{event}");
     }
     wait_for("every hold to be released", Duration::from_secs(20), || {
-        (reservations_open(&gw) == Some(0.0)).then_some(())
+        (gw.reservations_open() == Some(0.0)).then_some(())
     });
 
     // The budget holds exactly those three charges: 0.05 leaves room for two more calls.
@@ -125,7 +116,7 @@ fn a_client_that_hangs_up_before_the_first_byte_is_charged_once_and_nothing_stay
             (total == 5 * PER_CALL).then_some(())
         },
     );
-    assert_eq!(reservations_open(&gw), Some(0.0));
+    assert_eq!(gw.reservations_open(), Some(0.0));
 }
 
 /// The cost of every row of a `ledger query --output json` answer.

@@ -11,6 +11,7 @@ mod cli_admin;
 mod cli_errors;
 mod config_cli;
 mod disconnect;
+mod embedded_limits;
 mod gateway;
 mod gateway_auth;
 mod ledger;

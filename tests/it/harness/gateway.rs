@@ -66,6 +66,16 @@ impl Gateway {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// `caracal_reservations_open` on the telemetry listener, when exported.
+    pub fn reservations_open(&self) -> Option<f64> {
+        let metrics = request("GET", &self.server.telemetry_url("/metrics"), &[], None).body;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("caracal_reservations_open "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+
     pub fn post(&self, path: &str, key: &str, body: &str) -> HttpResponse {
         let auth = format!("Bearer {key}");
         request(
