@@ -146,6 +146,16 @@ MANAGED_VALUES = {
 DEADLINE_SECONDS = 60
 
 
+# What a user of compose/production.yaml must export (its header says so).
+COMPOSE_ENV = {"OPENAI_API_KEY": "sk-openai-test", "ANTHROPIC_API_KEY": "sk-anthropic-test"}
+
+
+def compose_config(name):
+    result = run(["docker-compose", "-f", ROOT / "compose" / name, "config"], env={**os.environ, **COMPOSE_ENV})
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
 def run(cmd, **kw):
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
@@ -478,7 +488,7 @@ class Binary(unittest.TestCase):
             specs = [d["spec"]["template"]["spec"] for d in by_kind(docs, "Deployment").values()]
             specs += [j["spec"]["template"]["spec"] for j in by_kind(docs, "Job").values()]
             commands |= {tuple(s["containers"][0]["args"]) for s in specs}
-        compose = yaml.safe_load(run(["docker-compose", "-f", ROOT / "compose" / "production.yaml", "config"]).stdout)
+        compose = compose_config("production.yaml")
         commands |= {tuple(s["command"]) for n, s in compose["services"].items() if s.get("image", "").startswith("caracal/")}
         self.assertEqual(len(commands), 8, commands)
         with tempfile.TemporaryDirectory() as data:
@@ -499,7 +509,7 @@ class Binary(unittest.TestCase):
                         self.assertIn(command[2], serve_help.stdout)
 
     def test_compose_production_config_is_accepted_by_config_show(self):
-        compose = yaml.safe_load(run(["docker-compose", "-f", ROOT / "compose" / "production.yaml", "config"]).stdout)
+        compose = compose_config("production.yaml")
         gateway = compose["services"]["gateway"]
         env = {k: str(v) for k, v in gateway["environment"].items()}
         env["PATH"] = os.environ["PATH"]
@@ -523,14 +533,17 @@ class Tools(unittest.TestCase):
     def test_docker_compose_accepts_both_files(self):
         for name in ["embedded.yaml", "production.yaml"]:
             with self.subTest(file=name):
-                result = run(["docker-compose", "-f", ROOT / "compose" / name, "config"])
-                self.assertEqual(result.returncode, 0, result.stderr)
-                services = yaml.safe_load(result.stdout)["services"]
+                services = compose_config(name)["services"]
                 for svc_name, svc in services.items():
                     if svc.get("image", "").startswith("caracal/"):
                         self.assertEqual(svc["user"], "65532:65532")
                         self.assertTrue(svc["read_only"], svc_name)
-        prod = yaml.safe_load(run(["docker-compose", "-f", ROOT / "compose" / "production.yaml", "config"]).stdout)["services"]
+        prod = compose_config("production.yaml")["services"]
+        # Without the provider keys, compose refuses to start rather than every gateway failing.
+        unset = run(["docker-compose", "-f", ROOT / "compose" / "production.yaml", "config"],
+                    env={k: v for k, v in os.environ.items() if k not in COMPOSE_ENV})
+        self.assertNotEqual(unset.returncode, 0)
+        self.assertIn("set OPENAI_API_KEY", unset.stderr)
         self.assertEqual(prod["gateway"]["depends_on"]["db-migrate"]["condition"], "service_completed_successfully")
         self.assertEqual(prod["gateway"]["depends_on"]["postgres"]["condition"], "service_healthy")
 
@@ -623,8 +636,8 @@ class ImageRoot:
         self.data = tmp / "data"
         uid, gid = facts["user"].split(":")
         self.uid, self.gid = int(uid), int(gid)
-        for path in [BIN, shutil.which("bash")] + self._libraries(BIN) + self._libraries(shutil.which("bash")):
-            self._copy(pathlib.Path(path))
+        for path in ["/bin/bash"] + self._libraries(BIN) + self._libraries("/bin/bash"):
+            self._copy(path)
         binary = self.root / facts["binary"].lstrip("/")
         binary.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(BIN, binary)
@@ -645,9 +658,22 @@ class ImageRoot:
         return re.findall(r"(/\S+)\s+\(0x", out)
 
     def _copy(self, path):
+        """Copies `path` into the root, recreating every symlink on the way (Debian's merged
+        /usr: /bin -> usr/bin, /lib64/ld-linux... -> ../lib/...)."""
+        path = pathlib.PurePosixPath(os.path.normpath(str(path)))
+        current = pathlib.Path("/")
+        for i, part in enumerate(path.parts[1:], 1):
+            current = current / part
+            target = self.root / str(current).lstrip("/")
+            if current.is_symlink():
+                link = os.readlink(current)
+                if not target.is_symlink():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(link, target)
+                return self._copy(os.path.join(str(current.parent), link, *path.parts[i + 1:]))
         target = self.root / str(path).lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path.resolve(), target)
+        shutil.copy2(str(path), target)
 
     def command(self, argv):
         volume = self.root / self.facts["volume"].lstrip("/")
@@ -745,7 +771,8 @@ class Live(unittest.TestCase):
         cls.env = env
 
         def cli(*argv):
-            result = cls.image.run(list(argv), extra_env=env, timeout=60)
+            # As `docker run IMAGE ARGS...`: the arguments follow the ENTRYPOINT.
+            result = cls.image.run(facts["entrypoint"] + list(argv), extra_env=env, timeout=60)
             assert result.returncode == 0, f"{argv}: {result.stderr}"
             return result.stdout
 
@@ -754,13 +781,13 @@ class Live(unittest.TestCase):
         agents = {}
         for name, limit in [("rich", "1000.00"), ("poor", "0.000001")]:
             agent = json.loads(cli("agent", "create", "--name", name, "--output", "json"))
-            agents[name] = agent["id"] if "id" in agent else agent["agent_id"]
+            agents[name] = agent["id"]
             cli("policy", "create", "--agent-id", agents[name], "--limit", limit, "--currency", "USD",
                 "--time-window", "daily", "--window-type", "calendar")
         cls.keys = {}
         for name, agent_id in agents.items():
             out = cli("key", "create", "--agent-id", agent_id, "--output", "json")
-            cls.keys[name] = json.loads(out)["key"]
+            cls.keys[name] = json.loads(out)["secret"]
         server_log = open(cls.tmp / "caracal.log", "wb")
         cls.logs.append(("caracal", server_log))
         cls.server = cls.image.start(facts["entrypoint"] + facts["cmd"], server_log, extra_env=env)
@@ -818,9 +845,12 @@ class Live(unittest.TestCase):
         status = pathlib.Path(f"/proc/{self.server.pid}/status").read_text()
         uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
         self.assertEqual(set(uid_line.split()[1:]), {str(self.image.uid)}, uid_line)
-        probe = self.image.run(["/bin/bash", "-c", "touch /usr/local/bin/x || touch /etc/caracal/x || touch /tmp/x; echo $?"], extra_env=self.env)
-        self.assertIn("Read-only file system", probe.stderr)
-        self.assertEqual(probe.stdout.strip(), "1")
+        # Only the data volume takes a write (bash's own redirection: the image has no touch).
+        probe = self.image.run(["/bin/bash", "-c", "for p in /usr/local/bin/x /etc/caracal/x /tmp/x /x "
+                                f"{self.facts['volume']}/probe; do (: > $p) && echo writable $p; done; true"],
+                               extra_env=self.env)
+        self.assertEqual(probe.stdout.split("\n")[:-1], [f"writable {self.facts['volume']}/probe"], probe.stderr)
+        self.assertEqual(probe.stderr.count("Read-only file system"), 4, probe.stderr)
         written = {p.name for p in self.image.data.iterdir()}
         self.assertTrue(written, "the data volume holds the embedded store")
         health = self.image.run(self.facts["healthcheck"], extra_env={**self.env, "CARACAL_HEALTH_PORT": str(self.ports["telemetry"])})

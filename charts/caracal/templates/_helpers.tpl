@@ -112,23 +112,11 @@ The config and the secrets are files; the only writable path is the data volume.
   mountPath: /etc/caracal/kafka-sasl
   readOnly: true
 {{- end }}
-{{- if eq .role "gateway" }}
-{{- range $v.gateway.routes }}
-{{- if .credentialSecret }}
-- name: upstream-{{ .credentialSecret }}
-  mountPath: /etc/caracal/upstreams/{{ .credentialSecret }}
+{{- /* Credentials are read when caracal.yaml loads: every pod that loads it mounts them. */}}
+{{- range (include "caracal.upstreamSecrets" .root | fromJsonArray) }}
+- name: upstream-{{ . }}
+  mountPath: /etc/caracal/upstreams/{{ . }}
   readOnly: true
-{{- end }}
-{{- end }}
-{{- end }}
-{{- if eq .role "mcp" }}
-{{- range $v.mcpAdapter.servers }}
-{{- if .credentialSecret }}
-- name: upstream-{{ .credentialSecret }}
-  mountPath: /etc/caracal/upstreams/{{ .credentialSecret }}
-  readOnly: true
-{{- end }}
-{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -179,26 +167,21 @@ The config and the secrets are files; the only writable path is the data volume.
     secretName: {{ $v.kafka.security.saslPasswordSecret }}
     defaultMode: 0440
 {{- end }}
-{{- if eq .role "gateway" }}
-{{- range $v.gateway.routes }}
-{{- if .credentialSecret }}
-- name: upstream-{{ .credentialSecret }}
+{{- range (include "caracal.upstreamSecrets" .root | fromJsonArray) }}
+- name: upstream-{{ . }}
   secret:
-    secretName: {{ .credentialSecret }}
+    secretName: {{ . }}
     defaultMode: 0440
 {{- end }}
-{{- end }}
-{{- end }}
-{{- if eq .role "mcp" }}
-{{- range $v.mcpAdapter.servers }}
-{{- if .credentialSecret }}
-- name: upstream-{{ .credentialSecret }}
-  secret:
-    secretName: {{ .credentialSecret }}
-    defaultMode: 0440
-{{- end }}
-{{- end }}
-{{- end }}
+{{- end -}}
+
+{{/* The Secrets holding upstream credentials (routes and MCP servers), each once. */}}
+{{- define "caracal.upstreamSecrets" -}}
+{{- $names := list -}}
+{{- range concat .Values.gateway.routes .Values.mcpAdapter.servers -}}
+{{- if .credentialSecret }}{{ $names = append $names .credentialSecret }}{{ end -}}
+{{- end -}}
+{{- $names | uniq | toJson -}}
 {{- end -}}
 
 {{/* Environment of every Caracal container. */}}
