@@ -31,6 +31,7 @@ import re
 import shlex
 import shutil
 import signal
+import ssl
 import socket
 import subprocess
 import tempfile
@@ -520,6 +521,148 @@ class Binary(unittest.TestCase):
         self.assertEqual(shown["kafka"]["brokers"], ["kafka:9092"])
         self.assertEqual(shown["postgresql"]["password"], "***")
         self.assertNotIn("caracal_dev_password_CHANGE_ME", result.stdout)
+
+
+# A password as the seeds make them (`openssl rand -base64 32`): `/`, `+` and `=` included.
+SEED_STYLE_DB_PASSWORD = "q7/Zx+3Wm9kT2v/LpR+8sN4hJ6bYc1dF0aQeU5iGo2w="
+
+
+def postgres_bin():
+    found = sorted(pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        raise AssertionError("PostgreSQL server binaries are missing (apt-get install postgresql)")
+    return found[-1].parent
+
+
+class Postgres:
+    """A throwaway PostgreSQL server with password authentication, on a free loopback port."""
+
+    def __init__(self, tmp):
+        self.bin = postgres_bin()
+        self.dir = tmp / "pg"
+        self.dir.mkdir()
+        self.port = free_port()
+        self.superuser_password = "pg-super-" + os.urandom(8).hex()
+        pwfile = self.dir / "pwfile"
+        pwfile.write_text(self.superuser_password + "\n")
+        as_postgres = []
+        if os.geteuid() == 0:  # initdb refuses root
+            shutil.chown(self.dir, "postgres", "postgres")
+            shutil.chown(pwfile, "postgres", "postgres")
+            as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+        self.as_postgres = as_postgres
+        data = self.dir / "data"
+        r = run(as_postgres + [self.bin / "initdb", "-D", data, "-U", "postgres", "--auth=scram-sha-256",
+                               f"--pwfile={pwfile}", "--no-sync"], timeout=120)
+        assert r.returncode == 0, r.stderr
+        r = run(as_postgres + [self.bin / "pg_ctl", "-D", data, "-l", self.dir / "log", "-w", "-t", "60", "-o",
+                               f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start"], timeout=120)
+        assert r.returncode == 0, r.stderr + (self.dir / "log").read_text(errors="replace")
+        self.data = data
+
+    def sql(self, statement, database="postgres"):
+        r = run([self.bin / "psql", "-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "-d", database,
+                 "-v", "ON_ERROR_STOP=1", "-c", statement], env={**os.environ, "PGPASSWORD": self.superuser_password})
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def stop(self):
+        run(self.as_postgres + [self.bin / "pg_ctl", "-D", self.data, "-m", "immediate", "stop"], timeout=60)
+
+
+class Pods(unittest.TestCase):
+    """The chart's pods, run for real where this build can: the `db migrate up` Job against a
+    real PostgreSQL with the Secret's password file, then each Deployment of an available role
+    (gateway, admin, ledger, audit) with its own rendered caracal.yaml and mounted files,
+    answering its readiness probe (the gateway's over HTTPS with the seeds' caracal-tls).
+
+    Stated limits of this build: the Kafka and Redis adapters do not exist yet, so their
+    sections are removed from the rendered config before `serve` (the roles then use the
+    embedded event log and spend cache); the mcp and metrics roles do not run yet (checked to be
+    refused by name in Binary). Ports are moved to free ones so parallel test runs never clash."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not BIN.is_file():
+            raise AssertionError(f"the caracal binary is missing at {BIN}")
+        cls.tmp_handle = tempfile.TemporaryDirectory()
+        cls.tmp = pathlib.Path(cls.tmp_handle.name)
+        os.chmod(cls.tmp, 0o755)
+        cls.pg = Postgres(cls.tmp)
+        try:
+            cls.pg.sql(f"CREATE ROLE caracal LOGIN PASSWORD '{SEED_STYLE_DB_PASSWORD}'")
+            cls.pg.sql("CREATE DATABASE caracal OWNER caracal")
+            cls.secrets = external_secrets(make_tls_files(cls.tmp))
+            cls.docs = render({"postgresql": {"auth": {"password": SEED_STYLE_DB_PASSWORD}}})
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.stop()
+        cls.tmp_handle.cleanup()
+
+    def pod(self, kind, name):
+        spec = by_kind(self.docs, kind)[name]["spec"]["template"]["spec"]
+        base = self.tmp / name
+        mapping, env = pod_root(self.docs, spec, base, self.secrets)
+        config_path = pathlib.Path(mapping["/etc/caracal/caracal.yaml"])
+        config = yaml.safe_load(remap(config_path.read_text(), mapping))
+        self.assertEqual(config["postgresql"]["host"], "caracal-postgres")
+        config["postgresql"].update(host="127.0.0.1", port=self.pg.port)
+        # Not in this build: the Kafka and Redis adapters (see the class comment).
+        config.pop("kafka")
+        config.pop("redis")
+        ports = {"https": free_port(), "metrics": free_port(), "http": free_port()}
+        config["gateway"]["service"].update(httpsPort=ports["https"], metricsPort=ports["metrics"])
+        config["admin"]["port"] = ports["http"]
+        config["gateway"]["listenAddress"] = config["telemetry"]["listenAddress"] = "127.0.0.1"
+        config["admin"]["listenAddress"] = "127.0.0.1"
+        config_path.write_text(yaml.safe_dump(config))
+        env = {**env, "CARACAL_CONFIG": str(config_path), "PATH": os.environ["PATH"]}
+        return spec["containers"][0], env, ports, base
+
+    def test_the_migration_job_migrates_a_real_postgres_with_the_secrets_password(self):
+        container, env, _, base = self.pod("Job", "caracal-db-migrate")
+        first = run([BIN, *container["args"]], env=env, cwd=base, timeout=120)
+        self.assertEqual(first.returncode, 0, first.stderr)
+        again = run([BIN, *container["args"]], env=env, cwd=base, timeout=120)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertIn("up to date", again.stdout + again.stderr)
+        owners = self.pg.sql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", database="caracal")
+        self.assertEqual(owners.split("\n")[2].strip(), "caracal", owners)
+
+    def test_each_available_role_starts_from_its_pod_spec_and_answers_its_readiness_probe(self):
+        migrate, env, _, base = self.pod("Job", "caracal-db-migrate")
+        r = run([BIN, *migrate["args"]], env=env, cwd=base, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # as the kubelet's HTTPS probes
+        for name in ["caracal-gateway", "caracal-admin", "caracal-ledger-writer", "caracal-audit-logger"]:
+            with self.subTest(deployment=name):
+                container, env, ports, base = self.pod("Deployment", name)
+                probe = container["readinessProbe"]["httpGet"]
+                url = f'{probe.get("scheme", "HTTP").lower()}://127.0.0.1:{ports[probe["port"]]}{probe["path"]}'
+                log = open(base / "serve.log", "wb")
+                proc = subprocess.Popen([BIN, *container["args"]], env=env, cwd=base, stdout=log, stderr=subprocess.STDOUT)
+                try:
+                    def ready():
+                        if proc.poll() is not None:
+                            raise AssertionError(f"{name} exited {proc.returncode}: " + (base / "serve.log").read_text()[-3000:])
+                        with urllib.request.urlopen(url, timeout=2, context=insecure if url.startswith("https") else None) as r:
+                            return r.status == 200
+                    poll(f"{name} readiness probe {url}", ready, deadline=60)
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        code = proc.wait(timeout=30)
+                    finally:
+                        if proc.poll() is None:
+                            proc.kill()
+                        log.close()
+                self.assertEqual(code, 0, (base / "serve.log").read_text()[-3000:])
 
 
 class Tools(unittest.TestCase):
