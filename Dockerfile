@@ -7,7 +7,7 @@
 #   /var/lib/caracal          the data volume: the only writable path (embedded store, keys)
 #   uid/gid 65532             non-root; the root filesystem can be mounted read-only
 
-FROM rust:1.89-bookworm AS build
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Manifests first, so the dependency layer is cached across source changes.
 COPY Cargo.toml Cargo.lock ./

@@ -7,7 +7,8 @@
   (kubernetes-validate) for Kubernetes 1.30 and 1.37.
 - the binary itself: the rendered caracal.yaml, with each pod's mounts and environment,
   accepted by `caracal --config FILE config show`; each Deployment's and Job's command parsed
-  by the binary.
+  by the binary; the migration Job run against a real PostgreSQL and each available role's
+  Deployment started from its pod spec until its readiness probe answers.
 - hadolint on the Dockerfile, `docker-compose config` on both compose files.
 - promtool check rules / test rules (a unit test per alert that fires and clears).
 - the binary run as the image runs it (the Dockerfile's user, paths and environment, a
@@ -672,6 +673,30 @@ class Tools(unittest.TestCase):
         hadolint = shutil.which("hadolint") or str(pathlib.Path(os.sys.executable).parent / "hadolint")
         result = run([hadolint, "--failure-threshold", "style", ROOT / "Dockerfile"])
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_the_dockerfile_build_stage_copies_every_file_the_build_reads(self):
+        """No image can be built here: check what `cargo build` in the build stage reads."""
+        text = (ROOT / "Dockerfile").read_text()
+        build_stage = text.split("\nFROM ")[1]
+        copied = set()
+        for line in build_stage.splitlines():
+            if line.startswith("COPY ") and "--from" not in line:
+                copied |= {p.rstrip("/") for p in line.split()[1:-1]}
+        ignored = [l.strip().rstrip("/") for l in (ROOT / ".dockerignore").read_text().splitlines()
+                   if l.strip() and not l.startswith("#") and not l.startswith("!")]
+        self.assertFalse(copied & set(ignored), "the build stage copies a path .dockerignore leaves out")
+        needed = {"Cargo.toml", "Cargo.lock", "src"}
+        manifest = (ROOT / "Cargo.toml").read_text()
+        needed |= {pathlib.PurePosixPath(p).parts[0] for p in re.findall(r'path = "([^"]+)"', manifest)}
+        needed |= {"benches"} if "[[bench]]" in manifest else set()
+        for source in (ROOT / "src").rglob("*.rs"):
+            code = source.read_text()
+            for rel in re.findall(r'include_(?:str|bytes)!\("([^"]+)"\)', code):
+                target = (source.parent / rel).resolve().relative_to(ROOT)
+                needed.add(target.parts[0])
+            for rel in re.findall(r'env!\("CARGO_MANIFEST_DIR"\),\s*"/([^"]+)"', code):
+                needed.add(pathlib.PurePosixPath(rel).parts[0])
+        self.assertEqual(needed - copied, set(), "files the build reads but the build stage does not copy")
 
     def test_docker_compose_accepts_both_files(self):
         for name in ["embedded.yaml", "production.yaml"]:
