@@ -37,7 +37,7 @@ spec:
       annotations:
         checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
     spec:
-      {{- include "caracal.podSpecCommon" $root | nindent 6 }}
+      {{- include "caracal.podSpecCommon" $root | trim | nindent 6 }}
       terminationGracePeriodSeconds: 30
       {{- with .affinity }}
       affinity:
