@@ -8,6 +8,7 @@
 pub mod conformance;
 pub mod local;
 pub mod nonces;
+pub mod redis;
 
 use std::fmt;
 
@@ -198,9 +199,11 @@ pub trait SpendCache: Send + Sync {
         max: usize,
     ) -> Result<Vec<HoldInfo>, SpendError>;
 
-    /// Usage of each policy in its frame at `now`, as `reserve` would see it. Changes nothing.
+    /// Usage of each policy of `root`'s tree in its frame at `now`, as `reserve` would see it.
+    /// Changes nothing.
     async fn spent(
         &self,
+        root: AgentId,
         policies: &[BudgetPolicy],
         now: DateTime<Utc>,
     ) -> Result<Vec<PolicyUsage>, SpendError>;

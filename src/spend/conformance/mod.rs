@@ -169,7 +169,7 @@ pub async fn usage(
     now: DateTime<Utc>,
 ) -> Vec<(i64, i64)> {
     spend
-        .spent(policies, now)
+        .spent(agent(1, None).id, policies, now)
         .await
         .unwrap()
         .iter()

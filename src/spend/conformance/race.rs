@@ -17,7 +17,11 @@ fn watch(
     tokio::spawn(async move {
         let mut looks = 0;
         while !done.load(Ordering::SeqCst) {
-            for u in spend.spent(&policies, now).await.unwrap() {
+            for u in spend
+                .spent(agent(1, None).id, &policies, now)
+                .await
+                .unwrap()
+            {
                 let total = u.settled.get() + u.reserved.get();
                 assert!(
                     total <= u.policy.spec.limit_micros.get(),

@@ -273,6 +273,7 @@ impl SpendCache for LocalSpend {
 
     async fn spent(
         &self,
+        _root: crate::core::agent::AgentId,
         policies: &[BudgetPolicy],
         now: DateTime<Utc>,
     ) -> Result<Vec<PolicyUsage>, SpendError> {

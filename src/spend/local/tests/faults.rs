@@ -93,7 +93,7 @@ async fn a_failed_commit_makes_the_cache_refuse_every_later_call() {
             .reserve(request(&child(2), &policies, 1, now))
             .await
             .err(),
-        spend.spent(&policies, now).await.err(),
+        spend.spent(team().id, &policies, now).await.err(),
         spend.ping().await.err(),
     ] {
         assert!(

@@ -175,7 +175,7 @@ pub(super) async fn usage(
     now: DateTime<Utc>,
 ) -> Vec<(i64, i64)> {
     spend
-        .spent(policies, now)
+        .spent(team().id, policies, now)
         .await
         .unwrap()
         .iter()

@@ -1,0 +1,590 @@
+//! `RedisSpend`: the spend cache shared by every gateway replica. Each reservation, settlement
+//! and extension is one Lua script over the keys of one agent tree, all under the tree's hash
+//! tag (`caracal:{<root>}:…`), so two replicas racing for the last dollar cannot both win and
+//! Redis Cluster accepts every script. Holds are stored under their id (a retried call never
+//! charges twice) and indexed for expiry in `expiry_shards` sorted sets. Knows nothing of HTTP
+//! or Kafka; Redis is a cache here, the ledger is the record.
+
+mod codec;
+mod scripts;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fred::prelude::{Builder, ClientLike, Config, ConfigInterface, Pool, ReconnectPolicy, Value};
+use fred::types::scripts::Script;
+
+use self::codec::{hold_fields, parse_hold, HOLD_FIELDS_MAX};
+use super::{
+    HoldInfo, HoldKey, Reservation, ReserveOutcome, ReserveRequest, Settlement, SpendCache,
+    SpendError,
+};
+use crate::core::agent::AgentId;
+use crate::core::decision::{decide, Decision, DenyReason, PolicyUsage};
+use crate::core::money::Micros;
+use crate::core::policy::{BudgetPolicy, PolicyId};
+use crate::core::window::{charge_bucket, current_frame};
+
+/// Largest amount Lua compares exactly (doubles): 2^53 micro-units.
+const LUA_EXACT_MAX: i64 = 1 << 53;
+/// Settled buckets older than the frame at `now` minus this are pruned (as the local cache).
+const PRUNE_LAG_SECS: i64 = 300;
+
+/// Where Redis is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct RedisTarget {
+    /// `redis://` or `rediss://` URL, or None to use `host`/`port`.
+    pub url: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub password: Option<String>,
+}
+
+/// Every bound of `RedisSpend`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisLimits {
+    /// Longest wait for one command or script before the call fails closed (503).
+    pub command_timeout_ms: u64,
+    /// Longest wait to connect at start.
+    pub connect_timeout_ms: u64,
+    /// Connections kept to Redis (commands are pipelined over each).
+    pub connections: usize,
+    /// Sorted sets the expiry index is spread over (each sweeper reads all of them).
+    pub expiry_shards: u32,
+    /// Active policies one hold may charge.
+    pub hold_policies_max: usize,
+    /// Longest resource name a hold may carry, in bytes.
+    pub resource_bytes_max: usize,
+}
+
+impl Default for RedisLimits {
+    fn default() -> Self {
+        RedisLimits {
+            command_timeout_ms: 1_000,
+            connect_timeout_ms: 5_000,
+            connections: 4,
+            expiry_shards: 16,
+            hold_policies_max: 256,
+            resource_bytes_max: 512,
+        }
+    }
+}
+
+struct Scripts {
+    reserve: Script,
+    settle: Script,
+    extend: Script,
+    read_hold: Script,
+    due: Script,
+    index: Script,
+    nonce: Script,
+    usage: Script,
+}
+
+pub struct RedisSpend {
+    pool: Pool,
+    scripts: Scripts,
+    limits: RedisLimits,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> SpendError {
+    SpendError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisSpend {
+    /// Connects, refuses a server that may evict keys, and loads the scripts.
+    pub async fn open(target: &RedisTarget, limits: RedisLimits) -> Result<RedisSpend, SpendError> {
+        let mut config = match &target.url {
+            Some(url) => Config::from_url(url).map_err(unavailable)?,
+            None => Config {
+                server: fred::prelude::ServerConfig::new_centralized(&target.host, target.port),
+                ..Config::default()
+            },
+        };
+        if target.password.is_some() {
+            config.password = target.password.clone();
+        }
+        config.fail_fast = true;
+        let command = std::time::Duration::from_millis(limits.command_timeout_ms);
+        let connect = std::time::Duration::from_millis(limits.connect_timeout_ms);
+        let pool = Builder::from_config(config)
+            .with_performance_config(|p| p.default_command_timeout = command)
+            .with_connection_config(|c| {
+                c.connection_timeout = connect;
+                c.internal_command_timeout = command;
+                c.max_command_attempts = 1;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build_pool(limits.connections.max(1))
+            .map_err(unavailable)?;
+        tokio::time::timeout(connect, pool.init())
+            .await
+            .map_err(|_| unavailable(format!("no connection within {connect:?}")))?
+            .map_err(unavailable)?;
+        refuse_eviction(&pool).await?;
+        let spend = RedisSpend {
+            pool,
+            scripts: Scripts {
+                reserve: Script::from_lua(scripts::RESERVE),
+                settle: Script::from_lua(scripts::SETTLE),
+                extend: Script::from_lua(scripts::EXTEND),
+                read_hold: Script::from_lua(scripts::READ_HOLD),
+                due: Script::from_lua(scripts::DUE),
+                index: Script::from_lua(scripts::INDEX),
+                nonce: Script::from_lua(scripts::NONCE),
+                usage: Script::from_lua(scripts::USAGE),
+            },
+            limits,
+        };
+        Ok(spend)
+    }
+
+    async fn run(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, SpendError> {
+        script
+            .evalsha_with_reload(self.pool.next(), keys, args)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The expiry index holding `root`'s holds.
+    fn index_key(&self, root: AgentId) -> String {
+        let shard = shard_of(root, self.limits.expiry_shards);
+        format!("caracal:{{x{shard}}}:expiry")
+    }
+
+    async fn set_index(&self, key: &HoldKey, score_micros: i64) -> Result<(), SpendError> {
+        let member = format!("{}/{}", key.root_agent_id, key.hold_id);
+        let args = vec![member, score_micros.to_string()];
+        self.run(
+            &self.scripts.index,
+            vec![self.index_key(key.root_agent_id)],
+            args,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn read_hold(&self, key: &HoldKey) -> Result<Option<HoldInfo>, SpendError> {
+        let flat = self
+            .run(&self.scripts.read_hold, vec![hold_key(key)], vec![])
+            .await?
+            .into_array();
+        if flat.is_empty() {
+            return Ok(None);
+        }
+        parse_hold(key, &flat).map(Some)
+    }
+
+    /// Index entries of `shard` with a score in `[min, max]`, lowest first.
+    async fn due(
+        &self,
+        shard: u32,
+        min: &str,
+        max: &str,
+        count: usize,
+    ) -> Result<Vec<(HoldKey, i64)>, SpendError> {
+        let key = format!("caracal:{{x{shard}}}:expiry");
+        let args = vec![min.to_owned(), max.to_owned(), count.to_string()];
+        let flat = self
+            .run(&self.scripts.due, vec![key], args)
+            .await?
+            .into_array();
+        flat.chunks(2)
+            .map(|pair| {
+                let member = pair.first().and_then(Value::as_string).unwrap_or_default();
+                let score = pair.get(1).and_then(Value::as_f64).unwrap_or(0.0) as i64;
+                codec::parse_member(&member).map(|k| (k, score))
+            })
+            .collect()
+    }
+}
+
+/// Refuses a Redis whose eviction policy may drop holds or spend (any `allkeys-*`).
+async fn refuse_eviction(pool: &Pool) -> Result<(), SpendError> {
+    let reply: Vec<String> = pool
+        .next()
+        .config_get("maxmemory-policy")
+        .await
+        .map_err(unavailable)?;
+    let policy = reply.get(1).cloned().unwrap_or_default();
+    if policy.starts_with("allkeys") {
+        return Err(SpendError::Invalid(format!(
+            "redis maxmemory-policy is {policy}: it would evict budget holds and spend (overspend); \
+             set maxmemory-policy noeviction (or a volatile-* policy)"
+        )));
+    }
+    Ok(())
+}
+
+/// The shard of a tree: a stable hash of its root id.
+fn shard_of(root: AgentId, shards: u32) -> u32 {
+    let hash = root
+        .0
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    u32::try_from(hash % u64::from(shards.max(1))).unwrap_or(0)
+}
+
+fn tree(root: AgentId) -> String {
+    format!("caracal:{{{root}}}")
+}
+
+fn hold_key(key: &HoldKey) -> String {
+    format!("{}:h:{}", tree(key.root_agent_id), key.hold_id)
+}
+
+fn policy_prefix(root: AgentId) -> String {
+    format!("{}:p:", tree(root))
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn exact(what: &str, value: i64) -> Result<String, SpendError> {
+    if value.abs() >= LUA_EXACT_MAX {
+        return Err(SpendError::Invalid(format!(
+            "{what} {value} is beyond the 2^53 micro-units the Redis spend cache compares exactly"
+        )));
+    }
+    Ok(value.to_string())
+}
+
+/// The active policies of a request, without duplicates, and their usages at zero.
+fn zero_usages(req: &ReserveRequest) -> Vec<PolicyUsage> {
+    let mut seen: Vec<PolicyId> = Vec::new();
+    req.policies
+        .iter()
+        .filter(|p| p.spec.active)
+        .filter(|p| {
+            let new = !seen.contains(&p.id);
+            seen.push(p.id);
+            new
+        })
+        .map(|p| PolicyUsage {
+            policy: p.clone(),
+            frame: current_frame(p.spec.time_window, p.spec.window_type, req.now),
+            settled: Micros::ZERO,
+            reserved: Micros::ZERO,
+        })
+        .collect()
+}
+
+/// The script's arguments for each evaluated policy, in evaluation order, and the buckets a
+/// hold charges.
+fn policy_args(
+    req: &ReserveRequest,
+    usages: &[PolicyUsage],
+    order: &Decision,
+) -> Result<(Vec<String>, Vec<String>, Vec<(PolicyId, DateTime<Utc>)>), SpendError> {
+    let prefix = policy_prefix(req.chain.root().id);
+    let lag = req.now - chrono::Duration::seconds(PRUNE_LAG_SECS);
+    let (mut keys, mut args, mut charged) = (Vec::new(), Vec::new(), Vec::new());
+    for evaluation in &order.evaluations {
+        let Some(usage) = usages.iter().find(|u| u.policy.id == evaluation.policy_id) else {
+            continue;
+        };
+        let spec = &usage.policy.spec;
+        let bucket = charge_bucket(spec.time_window, spec.window_type, req.now);
+        let prune = current_frame(spec.time_window, spec.window_type, lag).start;
+        keys.push(format!("{prefix}{}", usage.policy.id));
+        args.extend([
+            exact("limit", spec.limit_micros.get())?,
+            micros(usage.frame.start).to_string(),
+            micros(usage.frame.end).to_string(),
+            micros(bucket).to_string(),
+            micros(prune).to_string(),
+        ]);
+        charged.push((usage.policy.id, bucket));
+    }
+    Ok((keys, args, charged))
+}
+
+fn validate(req: &ReserveRequest, limits: &RedisLimits) -> Result<(), SpendError> {
+    if req.expires_at <= req.now {
+        return Err(SpendError::Invalid(format!(
+            "hold expires at {} which is not after now ({})",
+            req.expires_at, req.now
+        )));
+    }
+    if req.resource.len() > limits.resource_bytes_max {
+        return Err(SpendError::Invalid(format!(
+            "resource name longer than {} bytes",
+            limits.resource_bytes_max
+        )));
+    }
+    let active = req.policies.iter().filter(|p| p.spec.active).count();
+    if active > limits.hold_policies_max {
+        return Err(SpendError::Invalid(format!(
+            "{active} active policies on the chain; at most {} per hold",
+            limits.hold_policies_max
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl SpendCache for RedisSpend {
+    async fn reserve(&self, req: ReserveRequest) -> Result<ReserveOutcome, SpendError> {
+        validate(&req, &self.limits)?;
+        let zero = zero_usages(&req);
+        let estimate = req.estimate.micros.max(Micros::ZERO);
+        let order = decide(&req.chain, &zero, &req.resource, req.estimate);
+        // Rules that do not depend on spend are settled before Redis is asked to hold anything.
+        let may_hold = order.allowed || order.reason == Some(DenyReason::BudgetExceeded);
+        let (policy_keys, policy_args, charged) = policy_args(&req, &zero, &order)?;
+        let key = HoldKey {
+            root_agent_id: req.chain.root().id,
+            hold_id: req.hold_id,
+        };
+        // Indexed first: a crash after this leaves an index entry without a hold (dropped by
+        // the sweeper), never a hold that nothing would expire.
+        self.set_index(&key, micros(req.expires_at)).await?;
+        let mut keys = vec![hold_key(&key)];
+        keys.extend(policy_keys);
+        let mut args = vec![
+            exact("estimate", estimate.get())?,
+            if may_hold { "1" } else { "0" }.to_owned(),
+            charged.len().to_string(),
+        ];
+        args.extend(policy_args);
+        args.extend(hold_fields(&req, estimate, &charged));
+        debug_assert!(args.len() <= 3 + 5 * charged.len() + 2 * HOLD_FIELDS_MAX);
+        let reply = self
+            .run(&self.scripts.reserve, keys, args)
+            .await?
+            .into_array();
+        let attempt = Attempt {
+            req,
+            key,
+            amount: estimate,
+            charged,
+            zero,
+            order,
+        };
+        self.conclude(attempt, reply).await
+    }
+
+    async fn settle(
+        &self,
+        hold: &HoldKey,
+        actual: Micros,
+        _at: DateTime<Utc>,
+    ) -> Result<Settlement, SpendError> {
+        if actual.is_negative() {
+            return Err(SpendError::Invalid(format!(
+                "actual cost {actual} is negative"
+            )));
+        }
+        let args = vec![
+            exact("actual cost", actual.get())?,
+            policy_prefix(hold.root_agent_id),
+        ];
+        let reply = self
+            .run(&self.scripts.settle, vec![hold_key(hold)], args)
+            .await?
+            .into_array();
+        let reserved = match reply.first().and_then(Value::as_string).as_deref() {
+            Some("ok") => reply.get(1).and_then(Value::as_i64).unwrap_or(0),
+            _ => return Err(SpendError::HoldNotFound(hold.hold_id)),
+        };
+        self.set_index(hold, 0).await?;
+        Ok(Settlement {
+            hold_id: hold.hold_id,
+            reserved: Micros(reserved),
+            posted: actual,
+        })
+    }
+
+    async fn extend(&self, hold: &HoldKey, expires_at: DateTime<Utc>) -> Result<(), SpendError> {
+        self.set_index(hold, micros(expires_at)).await?;
+        let args = vec![micros(expires_at).to_string()];
+        let found = self
+            .run(&self.scripts.extend, vec![hold_key(hold)], args)
+            .await?;
+        match found.as_i64() {
+            Some(1) => Ok(()),
+            _ => {
+                self.set_index(hold, 0).await?;
+                Err(SpendError::HoldNotFound(hold.hold_id))
+            }
+        }
+    }
+
+    fn expiry_shards(&self) -> u32 {
+        self.limits.expiry_shards.max(1)
+    }
+
+    async fn expired(
+        &self,
+        shard: u32,
+        now: DateTime<Utc>,
+        max: usize,
+    ) -> Result<Vec<HoldInfo>, SpendError> {
+        let mut due = Vec::new();
+        for (key, _) in self
+            .due(shard, "-inf", &micros(now).to_string(), max)
+            .await?
+        {
+            match self.read_hold(&key).await? {
+                None => self.set_index(&key, 0).await?, // settled meanwhile
+                Some(hold) if hold.expires_at > now => {
+                    self.set_index(&key, micros(hold.expires_at)).await?
+                }
+                Some(hold) => due.push(hold),
+            }
+        }
+        Ok(due)
+    }
+
+    async fn spent(
+        &self,
+        root: AgentId,
+        policies: &[BudgetPolicy],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PolicyUsage>, SpendError> {
+        let prefix = policy_prefix(root);
+        let mut usages = Vec::with_capacity(policies.len());
+        for policy in policies {
+            let frame = current_frame(policy.spec.time_window, policy.spec.window_type, now);
+            let args = vec![
+                micros(frame.start).to_string(),
+                micros(frame.end).to_string(),
+            ];
+            let key = format!("{prefix}{}", policy.id);
+            let reply = self
+                .run(&self.scripts.usage, vec![key], args)
+                .await?
+                .into_array();
+            let at = |i: usize| Micros(reply.get(i).and_then(Value::as_i64).unwrap_or(0));
+            let (settled, reserved) = (at(0), at(1));
+            usages.push(PolicyUsage {
+                policy: policy.clone(),
+                frame,
+                settled,
+                reserved,
+            });
+        }
+        Ok(usages)
+    }
+
+    async fn list_holds(&self, max: usize) -> Result<Vec<HoldInfo>, SpendError> {
+        let mut entries = Vec::new();
+        for shard in 0..self.expiry_shards() {
+            entries.extend(self.due(shard, "-inf", "+inf", max).await?);
+        }
+        entries.sort_by_key(|(key, score)| (*score, key.hold_id));
+        let mut holds = Vec::new();
+        for (key, _) in entries {
+            if holds.len() >= max {
+                break;
+            }
+            if let Some(hold) = self.read_hold(&key).await? {
+                holds.push(hold);
+            }
+        }
+        Ok(holds)
+    }
+
+    async fn remember_nonce(
+        &self,
+        nonce: &str,
+        expires_at: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, SpendError> {
+        let key = format!("caracal:nonce:{nonce}");
+        let args = vec![expires_at.timestamp_millis().to_string()];
+        let fresh = self.run(&self.scripts.nonce, vec![key], args).await?;
+        Ok(fresh.as_i64() == Some(1))
+    }
+
+    async fn ping(&self) -> Result<(), SpendError> {
+        self.pool
+            .next()
+            .ping::<String>(None)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}
+
+/// One reservation as sent to Redis.
+struct Attempt {
+    req: ReserveRequest,
+    key: HoldKey,
+    amount: Micros,
+    /// The buckets the hold charges, in evaluation order.
+    charged: Vec<(PolicyId, DateTime<Utc>)>,
+    /// The active policies at zero usage, and the decision over them (its order, and the rules
+    /// that do not depend on spend).
+    zero: Vec<PolicyUsage>,
+    order: Decision,
+}
+
+impl RedisSpend {
+    /// Turns the reserve script's reply into the outcome, with the decision over the usages the
+    /// script saw (the same arithmetic it applied).
+    async fn conclude(
+        &self,
+        attempt: Attempt,
+        reply: Vec<Value>,
+    ) -> Result<ReserveOutcome, SpendError> {
+        let Attempt {
+            req,
+            key,
+            amount,
+            charged,
+            zero,
+            order,
+        } = attempt;
+        let status = reply.first().and_then(Value::as_string).unwrap_or_default();
+        if status == "dup" {
+            return Err(SpendError::DuplicateHold(req.hold_id));
+        }
+        let mut usages: Vec<PolicyUsage> = Vec::with_capacity(zero.len());
+        for (i, (policy, _)) in charged.iter().enumerate() {
+            let Some(base) = zero.iter().find(|u| u.policy.id == *policy) else {
+                continue;
+            };
+            let at = |j: usize| Micros(reply.get(j).and_then(Value::as_i64).unwrap_or(0));
+            usages.push(PolicyUsage {
+                settled: at(1 + 2 * i),
+                reserved: at(2 + 2 * i),
+                ..base.clone()
+            });
+        }
+        debug_assert_eq!(usages.len(), order.evaluations.len());
+        let decision = decide(&req.chain, &usages, &req.resource, req.estimate);
+        match (status.as_str(), decision.allowed) {
+            ("ok", true) => Ok(ReserveOutcome::Reserved(Reservation {
+                hold_id: req.hold_id,
+                root_agent_id: key.root_agent_id,
+                decision,
+                charged,
+                amount,
+            })),
+            ("ok", false) => {
+                tracing::warn!(hold = %key, "redis held a call the decision denies; voiding it");
+                self.settle(&key, Micros::ZERO, req.now).await?;
+                Ok(ReserveOutcome::Denied(decision))
+            }
+            (_, false) => {
+                self.set_index(&key, 0).await?;
+                Ok(ReserveOutcome::Denied(decision))
+            }
+            (_, true) => {
+                self.set_index(&key, 0).await?;
+                Err(SpendError::Corrupt(
+                    "redis found no room where the decision finds some".into(),
+                ))
+            }
+        }
+    }
+}
