@@ -58,6 +58,15 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
+/// Warnings about this process's configuration, shown in every `/ready` body (set once at start).
+static WARNINGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Sets the warnings every `/ready` body shows as `warnings` (they do not make it fail). Only
+/// the first call counts: a process has one configuration.
+pub fn set_warnings(warnings: Vec<String>) {
+    let _ = WARNINGS.set(warnings);
+}
+
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 /// A named readiness check; `Err` carries a message safe to show (no secrets).
 pub type ReadyCheck = (&'static str, Arc<dyn Fn() -> CheckFuture + Send + Sync>);
@@ -89,10 +98,11 @@ pub async fn run_checks(checks: &[ReadyCheck]) -> (serde_json::Value, bool) {
         results.insert((*name).to_owned(), serde_json::Value::String(outcome));
     }
     let status = if ok { "ready" } else { "not_ready" };
-    (
-        serde_json::json!({ "status": status, "checks": results }),
-        ok,
-    )
+    let mut body = serde_json::json!({ "status": status, "checks": results });
+    if let Some(warnings) = WARNINGS.get().filter(|w| !w.is_empty()) {
+        body["warnings"] = serde_json::json!(warnings);
+    }
+    (body, ok)
 }
 
 /// Serves `/metrics`, `/health` and `/ready` until shutdown.
@@ -149,7 +159,7 @@ async fn route(
     }
     match path {
         "/metrics" => http::text(StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
-        "/health" => http::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        "/health" => http::json(StatusCode::OK, &crate::version::health_body()),
         "/ready" => {
             let (body, ok) = run_checks(checks).await;
             let status = if ok {
