@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         }
     };
     let cli = match caracal::cli::parse(&args) {
-        caracal::cli::Parsed::Run(cli) => cli,
+        caracal::cli::Parsed::Run(cli) => *cli,
         caracal::cli::Parsed::Exit { text, code: 0 } => {
             println!("{text}");
             return ExitCode::SUCCESS;

@@ -28,12 +28,13 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Installs the tracing subscriber: JSON lines or human text, filtered by `RUST_LOG`
-/// (default `info`).
+/// (default `info`). Colours only when stderr is a terminal, so log files stay plain text.
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()

@@ -41,7 +41,7 @@ pub struct Cli {
 /// What the command line asks for before any command runs.
 pub enum Parsed {
     /// Run this command line.
-    Run(Cli),
+    Run(Box<Cli>),
     /// Print this text (help, version, or a usage error) and exit with this code.
     Exit { text: String, code: u8 },
 }
@@ -64,7 +64,7 @@ pub fn parse(args: &[String]) -> Parsed {
             text: format!("error: no command given; run `{program} --help` to list them"),
             code: 1,
         },
-        Ok(cli) => Parsed::Run(cli),
+        Ok(cli) => Parsed::Run(Box::new(cli)),
         Err(early) => Parsed::Exit {
             text: early.output.trim_end().to_owned(),
             code: u8::from(early.status.is_err()),

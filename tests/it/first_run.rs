@@ -41,7 +41,10 @@ fn version_is_printed_and_shown_in_health_and_the_startup_line() {
         assert_eq!(health["version"], version, "{url}");
     }
     let log = server.log();
-    let starting = log.lines().find(|l| l.contains("caracal starting")).unwrap();
+    let starting = log
+        .lines()
+        .find(|l| l.contains("caracal starting"))
+        .unwrap();
     assert!(
         starting.contains(&format!("caracal {version}")),
         "{starting}"
@@ -65,7 +68,9 @@ fn admin_commands_need_no_upstream_credential_but_the_gateway_refuses_without_it
     let refused = env.cli_within(&["serve", "--role", "gateway"], REFUSAL_DEADLINE);
     let line = refused.user_error();
     assert!(
-        line.contains("gateway.routes[0].credentialEnv: environment variable OPENAI_API_KEY is not set"),
+        line.contains(
+            "gateway.routes[0].credentialEnv: environment variable OPENAI_API_KEY is not set"
+        ),
         "{line}"
     );
 }
@@ -135,14 +140,17 @@ fn security_settings_for_a_backend_without_a_host_are_refused_by_serve() {
         let refused = env.cli_within(&["serve"], REFUSAL_DEADLINE);
         let line = refused.user_error();
         assert!(line.contains(expected), "{line}");
-        assert!(!env.data_dir().join("events.db").exists(), "{yaml} opened the embedded log");
+        assert!(
+            !env.data_dir().join("events.db").exists(),
+            "{yaml} opened the embedded log"
+        );
     }
 }
 
 #[test]
 fn the_test_command_checks_formatting_and_lints_before_the_tests() {
-    let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test.sh"))
-        .unwrap();
+    let script =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test.sh")).unwrap();
     let at = |needle: &str| {
         script
             .lines()
@@ -152,5 +160,8 @@ fn the_test_command_checks_formatting_and_lints_before_the_tests() {
     let fmt = at("cargo fmt --all --check");
     let clippy = at("cargo clippy --all-targets -- -D warnings");
     let test = at("cargo test --all-targets");
-    assert!(fmt < test && clippy < test, "style checks run after the tests");
+    assert!(
+        fmt < test && clippy < test,
+        "style checks run after the tests"
+    );
 }

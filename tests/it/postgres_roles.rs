@@ -25,7 +25,10 @@ fn on_postgres(mut env: Env, server: &PgServer) -> Env {
     let key = env.dir.path().join("merkle_signing_key.pem");
     let key = key.to_str().unwrap();
     env.cli(&["merkle", "keygen", "--out", key]).ok();
-    env.with("CARACAL_CONSUMERS__LEDGERWRITER__MERKLE__SIGNINGKEYFILE", key)
+    env.with(
+        "CARACAL_CONSUMERS__LEDGERWRITER__MERKLE__SIGNINGKEYFILE",
+        key,
+    )
 }
 
 /// The distinct live owners of the ledger's partitions, from `consumers status`.

@@ -482,6 +482,9 @@ fn backfill_and_the_ledger_on_postgres_never_mint_a_signing_key() {
         "CARACAL_CONSUMERS__LEDGERWRITER__MERKLE__SIGNINGKEYFILE",
         key.to_str().unwrap(),
     );
-    assert!(env.cli(&["merkle", "backfill"]).ok().contains("sealed 0 rows"));
+    assert!(env
+        .cli(&["merkle", "backfill"])
+        .ok()
+        .contains("sealed 0 rows"));
     assert!(!key_file.exists());
 }
