@@ -10,12 +10,15 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Manifests first, so the dependency layer is cached across source changes.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
 COPY migrations ./migrations
 COPY schemas ./schemas
 COPY pricebook ./pricebook
+# No .git in the context: `--build-arg CARACAL_GIT_COMMIT=$(git rev-parse --short=12 HEAD)`
+# puts the commit in `caracal --version` and /health (build.rs reads it).
+ARG CARACAL_GIT_COMMIT=""
 RUN cargo build --release --locked --bin caracal \
  && install -D -m 0755 target/release/caracal /out/caracal
 

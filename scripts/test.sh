@@ -70,6 +70,19 @@ fi
 
 # --- Rust ------------------------------------------------------------------------------------
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+for tool in fmt clippy; do
+  if ! cargo "$tool" --version >/dev/null 2>&1; then
+    component=$([ "$tool" = fmt ] && echo rustfmt || echo clippy)
+    say "installing the Rust component $component"
+    command -v rustup >/dev/null || die "cargo $tool is missing and rustup is not available to add $component"
+    rustup component add "$component"
+  fi
+done
+# Formatting and lints are part of the suite: CI enforces what the style guide asks.
+say "cargo fmt --check"
+cargo fmt --all --check
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
 
 # --- Deployment files (chart, compose, Dockerfile, alerts, dashboards) against the binary ------
 say "deployment checks (tests/deploy)"

@@ -17,3 +17,4 @@ pub mod roles;
 pub mod spend;
 pub mod store;
 pub mod telemetry;
+pub mod version;

@@ -28,12 +28,13 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Installs the tracing subscriber: JSON lines or human text, filtered by `RUST_LOG`
-/// (default `info`).
+/// (default `info`). Colours only when stderr is a terminal, so log files stay plain text.
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
@@ -56,6 +57,15 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
     Ok(handle)
+}
+
+/// Warnings about this process's configuration, shown in every `/ready` body (set once at start).
+static WARNINGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Sets the warnings every `/ready` body shows as `warnings` (they do not make it fail). Only
+/// the first call counts: a process has one configuration.
+pub fn set_warnings(warnings: Vec<String>) {
+    let _ = WARNINGS.set(warnings);
 }
 
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -89,10 +99,11 @@ pub async fn run_checks(checks: &[ReadyCheck]) -> (serde_json::Value, bool) {
         results.insert((*name).to_owned(), serde_json::Value::String(outcome));
     }
     let status = if ok { "ready" } else { "not_ready" };
-    (
-        serde_json::json!({ "status": status, "checks": results }),
-        ok,
-    )
+    let mut body = serde_json::json!({ "status": status, "checks": results });
+    if let Some(warnings) = WARNINGS.get().filter(|w| !w.is_empty()) {
+        body["warnings"] = serde_json::json!(warnings);
+    }
+    (body, ok)
 }
 
 /// Serves `/metrics`, `/health` and `/ready` until shutdown.
@@ -149,7 +160,7 @@ async fn route(
     }
     match path {
         "/metrics" => http::text(StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
-        "/health" => http::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        "/health" => http::json(StatusCode::OK, &crate::version::health_body()),
         "/ready" => {
             let (body, ok) = run_checks(checks).await;
             let status = if ok {

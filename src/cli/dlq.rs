@@ -147,7 +147,8 @@ async fn run_with(cmd: DlqCmd, config: &Config, bus: &dyn EventBus) -> anyhow::R
             for partition in 0..bus.partition_count(TOPIC_DLQ).await? {
                 total += bus.high_watermark(TOPIC_DLQ, partition).await?;
             }
-            let pending = total - i64::try_from(replayed.len()).unwrap_or(0);
+            let replayed = i64::try_from(replayed.len()).unwrap_or(i64::MAX);
+            let pending = crate::consume::dlq_backlog(total, replayed);
             match c.output {
                 Output::Json => {
                     print_json(&serde_json::json!({"total": total, "pending": pending}))

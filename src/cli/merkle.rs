@@ -77,11 +77,12 @@ struct VerifyProof {
     public_key: Option<PathBuf>,
 }
 
-/// seal every ledger row that no batch covers yet
+/// seal every ledger row of this Caracal's store that no batch covers yet
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "backfill")]
 struct Backfill {
-    /// the release the rows came from (recorded in the log only)
+    /// refused: importing the rows of another release's database (the seeds' v0.2 upgrade
+    /// step) is not supported; backfill seals this store's own unsealed rows
     #[argh(option)]
     source_version: Option<String>,
 }
@@ -301,13 +302,21 @@ fn verify_proof(c: VerifyProof) -> anyhow::Result<()> {
 
 fn signing_key(config: &Config) -> anyhow::Result<SigningKey> {
     let merkle = &config.consumers.ledger_writer.merkle;
-    Ok(keys::load_or_create(
+    Ok(keys::signing_key(
         merkle.signing_key_file.as_deref(),
         &config.data_dir,
+        crate::roles::ledger::key_source(config),
     )?)
 }
 
 async fn backfill(c: Backfill, config: &Config) -> anyhow::Result<()> {
+    if let Some(version) = &c.source_version {
+        bail!(
+            "--source-version {version}: importing rows from another release's database is not \
+             supported by this build; `caracal merkle backfill` without it seals the unsealed rows \
+             of this Caracal's own ledger"
+        );
+    }
     let key = signing_key(config)?;
     let public = key.verifying_key();
     let key_id = public.key_id();
@@ -333,11 +342,7 @@ async fn backfill(c: Backfill, config: &Config) -> anyhow::Result<()> {
             head.last_batch = Some(sealed);
         }
     }
-    let from = c
-        .source_version
-        .map(|v| format!(" (from {v})"))
-        .unwrap_or_default();
-    println!("sealed {rows} rows into {batches} batches{from} with key {key_id}");
+    println!("sealed {rows} rows into {batches} batches with key {key_id}");
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! (table or JSON). No business rules here: every command calls `ops` or a role.
 
 mod agent;
+mod argv;
 mod audit;
 mod config_cmd;
 mod consumers;
@@ -26,11 +27,49 @@ pub use output::Output;
 /// start everything on embedded storage; the other commands administer the configured backends.
 #[derive(FromArgs, Debug)]
 pub struct Cli {
-    /// configuration file (default: $CARACAL_CONFIG, then ./caracal.yaml, then ./config.yaml)
+    /// configuration file (default: $CARACAL_CONFIG, then ./caracal.yaml, then ./config.yaml);
+    /// accepted before or after the command
     #[argh(option)]
     pub config: Option<PathBuf>,
+    /// print the version (and the git commit it was built from) and exit
+    #[argh(switch, short = 'V')]
+    pub version: bool,
     #[argh(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+/// What the command line asks for before any command runs.
+pub enum Parsed {
+    /// Run this command line.
+    Run(Box<Cli>),
+    /// Print this text (help, version, or a usage error) and exit with this code.
+    Exit { text: String, code: u8 },
+}
+
+/// Parses `args` (the program name first), accepting global options after the subcommand too.
+pub fn parse(args: &[String]) -> Parsed {
+    let program = args.first().map_or("caracal", String::as_str);
+    let program = std::path::Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("caracal");
+    let rest = argv::hoist_global_options(args.get(1..).unwrap_or_default());
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match Cli::from_args(&[program], &rest) {
+        Ok(cli) if cli.version => Parsed::Exit {
+            text: crate::version::long(),
+            code: 0,
+        },
+        Ok(Cli { command: None, .. }) => Parsed::Exit {
+            text: format!("error: no command given; run `{program} --help` to list them"),
+            code: 1,
+        },
+        Ok(cli) => Parsed::Run(Box::new(cli)),
+        Err(early) => Parsed::Exit {
+            text: early.output.trim_end().to_owned(),
+            code: u8::from(early.status.is_err()),
+        },
+    }
 }
 
 #[derive(FromArgs, Debug)]
@@ -52,10 +91,13 @@ pub enum Command {
 
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Some(command) = cli.command else {
+        anyhow::bail!("no command given; run `caracal --help` to list them");
+    };
     let config = crate::config::load(cli.config.as_deref())?;
     let json_logs = config.telemetry.log_format == crate::config::LogFormat::Json;
     crate::telemetry::init_logging(json_logs);
-    match cli.command {
+    match command {
         Command::Serve(cmd) => serve::run(cmd, config).await,
         Command::Agent(cmd) => agent::run(cmd, &config).await,
         Command::Key(cmd) => key::run(cmd, &config).await,

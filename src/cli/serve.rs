@@ -1,8 +1,12 @@
-//! `caracal serve`: runs roles in this process (all available roles by default).
+//! `caracal serve`: runs roles in this process (all available roles by default), after the
+//! checks only `serve` needs: the upstream credentials of the roles that send them, security
+//! settings that would be ignored (refused), and warnings about the topology (logged, `/ready`).
 
+use anyhow::bail;
 use argh::FromArgs;
 
-use crate::config::Config;
+use crate::config::{startup, Config};
+use crate::roles::Role;
 
 /// run Caracal roles (default: every role, embedded storage)
 #[derive(FromArgs, Debug)]
@@ -19,12 +23,35 @@ pub async fn run(cmd: ServeCmd, config: Config) -> anyhow::Result<()> {
         // `all` leaves out the consumers the config disables; naming one always runs it.
         let consumers = &config.consumers;
         roles.retain(|role| match role {
-            crate::roles::Role::Ledger => consumers.ledger_writer.enabled,
-            crate::roles::Role::Audit => consumers.audit_logger.enabled,
-            crate::roles::Role::Metrics => consumers.metrics_aggregator.enabled,
+            Role::Ledger => consumers.ledger_writer.enabled,
+            Role::Audit => consumers.audit_logger.enabled,
+            Role::Metrics => consumers.metrics_aggregator.enabled,
             _ => true,
         });
     }
+    preflight(&config, &roles)?;
     crate::roles::serve(config, roles).await?;
+    Ok(())
+}
+
+/// Refuses what `serve` cannot honour before anything opens; logs and publishes the warnings.
+fn preflight(config: &Config, roles: &[Role]) -> anyhow::Result<()> {
+    if roles.contains(&Role::Gateway) {
+        config.gateway_credentials()?;
+    }
+    if roles.contains(&Role::Mcp) {
+        config.mcp_credentials()?;
+    }
+    if let Some(problem) = startup::ignored_security_settings(config)
+        .into_iter()
+        .next()
+    {
+        bail!("{problem}");
+    }
+    let warnings = startup::gateway_warnings(config, roles.contains(&Role::Gateway));
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    crate::telemetry::set_warnings(warnings);
     Ok(())
 }

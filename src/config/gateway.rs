@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::resolve::Unresolved;
 use super::secret::Secret;
 
 /// How the gateway authenticates an agent.
@@ -176,11 +177,15 @@ pub struct Route {
     /// removed). Exclusive with `credentialEnv`. Neither: nothing is sent upstream.
     pub credential_file: Option<PathBuf>,
     /// Name of the environment variable holding the provider credential (e.g.
-    /// `OPENAI_API_KEY`); it must be set when the config is loaded.
+    /// `OPENAI_API_KEY`). Only the gateway role needs it set (it refuses to start without
+    /// it); admin commands and the other roles run without it.
     pub credential_env: Option<String>,
     /// The credential read from `credentialFile` or `credentialEnv` at load time.
     #[serde(skip)]
     pub(crate) credential: Option<Secret>,
+    /// Why the credential could not be read at load time, if it could not.
+    #[serde(skip)]
+    pub(crate) unresolved: Option<Unresolved>,
 }
 
 impl Route {
@@ -198,6 +203,7 @@ impl Route {
             credential_file: None,
             credential_env: None,
             credential: None,
+            unresolved: None,
         }
     }
 }
@@ -226,9 +232,11 @@ impl Default for ReplayProtection {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct GatewayTuning {
-    /// Database connections kept open per process (default 20).
+    /// Database connections per process before overflow (default 20).
     pub db_pool_size: u32,
-    /// Extra connections allowed above `dbPoolSize` under load (default 10; 0 allowed).
+    /// Extra connections allowed above `dbPoolSize` under load (default 10; 0 allowed): a
+    /// process opens at most `dbPoolSize + dbMaxOverflow` Postgres connections, on demand, and
+    /// keeps them open once made (no separate overflow pool is closed after use).
     pub db_max_overflow: u32,
     /// Seconds to wait for a free database connection before failing closed (default 30).
     pub db_pool_timeout: u64,

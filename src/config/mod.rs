@@ -17,6 +17,7 @@ mod resolve;
 mod schema;
 mod secret;
 mod services;
+pub mod startup;
 mod validate;
 
 #[cfg(test)]
@@ -137,6 +138,33 @@ impl Config {
             (None, false) => self.gateway.service.metrics_port,
         };
         SocketAddr::new(ip, port)
+    }
+
+    /// Checks that every gateway route's credential was read. Only the gateway role needs
+    /// them: it calls this before starting; admin commands and the other roles never do.
+    pub fn gateway_credentials(&self) -> Result<(), ConfigError> {
+        match self
+            .gateway
+            .routes
+            .iter()
+            .find_map(|r| r.unresolved.as_ref())
+        {
+            Some(unresolved) => Err(unresolved.error()),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that every MCP server's credential was read (the MCP role needs them).
+    pub fn mcp_credentials(&self) -> Result<(), ConfigError> {
+        match self
+            .mcp_adapter
+            .servers
+            .iter()
+            .find_map(|s| s.unresolved.as_ref())
+        {
+            Some(unresolved) => Err(unresolved.error()),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn set_loaded_from(&mut self, path: Option<PathBuf>) {

@@ -1,5 +1,7 @@
 //! Resolves every secret that may come from a file (`...File` key, `*_FILE` env) and the route
 //! and MCP credentials, after layering. Errors name the key and the file, never the content.
+//! A credential that cannot be read is not an error here: it is kept as `Unresolved` and only
+//! the role that sends it (gateway, MCP) refuses to start; admin commands never need it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -133,17 +135,23 @@ fn credentials(
     layers: &[Layer],
     env: &BTreeMap<String, String>,
 ) -> Result<(), ConfigError> {
-    let routes = config
-        .gateway
-        .routes
-        .iter_mut()
-        .map(|r| (&r.credential_file, &r.credential_env, &mut r.credential));
+    let routes = config.gateway.routes.iter_mut().map(|r| {
+        (
+            &r.credential_file,
+            &r.credential_env,
+            &mut r.credential,
+            &mut r.unresolved,
+        )
+    });
     fill(routes, "gateway.routes", layers, env)?;
-    let servers = config
-        .mcp_adapter
-        .servers
-        .iter_mut()
-        .map(|s| (&s.credential_file, &s.credential_env, &mut s.credential));
+    let servers = config.mcp_adapter.servers.iter_mut().map(|s| {
+        (
+            &s.credential_file,
+            &s.credential_env,
+            &mut s.credential,
+            &mut s.unresolved,
+        )
+    });
     fill(servers, "mcpAdapter.servers", layers, env)
 }
 
@@ -151,7 +159,51 @@ type CredentialSlot<'a> = (
     &'a Option<PathBuf>,
     &'a Option<String>,
     &'a mut Option<Secret>,
+    &'a mut Option<Unresolved>,
 );
+
+/// A credential that could not be read at load time, kept so that the role that needs it
+/// refuses to start with the same one-line error, while every other command runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Unresolved {
+    /// `credentialEnv` names a variable that is unset or empty.
+    Env {
+        key: String,
+        name: String,
+        origin: Option<Origin>,
+    },
+    /// `credentialFile` cannot be read.
+    File {
+        key: String,
+        path: PathBuf,
+        origin: Option<Origin>,
+        reason: String,
+    },
+}
+
+impl Unresolved {
+    /// The load-time error this credential would have been.
+    pub(crate) fn error(&self) -> ConfigError {
+        match self {
+            Unresolved::Env { key, name, origin } => ConfigError::Invalid {
+                key: key.clone(),
+                message: format!("environment variable {name} is not set"),
+                origin: origin.clone(),
+            },
+            Unresolved::File {
+                key,
+                path,
+                origin,
+                reason,
+            } => ConfigError::SecretFile {
+                key: key.clone(),
+                path: path.clone(),
+                origin: origin.clone(),
+                reason: reason.clone(),
+            },
+        }
+    }
+}
 
 fn fill<'a>(
     slots: impl Iterator<Item = CredentialSlot<'a>>,
@@ -160,7 +212,7 @@ fn fill<'a>(
     env: &BTreeMap<String, String>,
 ) -> Result<(), ConfigError> {
     let origin = origin_of(layers, list_key);
-    for (i, (file, var, credential)) in slots.enumerate() {
+    for (i, (file, var, credential, unresolved)) in slots.enumerate() {
         let key = |k: &str| format!("{list_key}[{i}].{k}");
         match (file, var) {
             (Some(_), Some(_)) => {
@@ -170,17 +222,24 @@ fn fill<'a>(
                     origin,
                 })
             }
-            (Some(path), None) => {
-                let text = read(&key("credentialFile"), path, origin.as_ref())?;
-                *credential = Some(Secret::new(text));
-            }
+            (Some(path), None) => match read_secret_file(path) {
+                Ok(text) => *credential = Some(Secret::new(text)),
+                Err(reason) => {
+                    *unresolved = Some(Unresolved::File {
+                        key: key("credentialFile"),
+                        path: path.clone(),
+                        origin: origin.clone(),
+                        reason,
+                    })
+                }
+            },
             (None, Some(name)) => match env.get(name).filter(|v| !v.is_empty()) {
                 Some(value) => *credential = Some(Secret::new(value.clone())),
                 None => {
-                    return Err(ConfigError::Invalid {
+                    *unresolved = Some(Unresolved::Env {
                         key: key("credentialEnv"),
-                        message: format!("environment variable {name} is not set"),
-                        origin,
+                        name: name.clone(),
+                        origin: origin.clone(),
                     })
                 }
             },

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::resolve::Unresolved;
 use super::secret::Secret;
 
 /// `mcpAdapter`: the MCP role (Streamable HTTP JSON-RPC on `/mcp`). The chart's `autoscaling`,
@@ -42,11 +43,15 @@ pub struct McpServer {
     pub url: String,
     /// File holding a bearer credential sent to the server (exclusive with `credentialEnv`).
     pub credential_file: Option<PathBuf>,
-    /// Name of the environment variable holding that credential; it must be set at load time.
+    /// Name of the environment variable holding that credential. Only the MCP role needs it
+    /// set (it refuses to start without it).
     pub credential_env: Option<String>,
     /// The credential read from `credentialFile` or `credentialEnv` at load time.
     #[serde(skip)]
     pub(crate) credential: Option<Secret>,
+    /// Why the credential could not be read at load time, if it could not.
+    #[serde(skip)]
+    pub(crate) unresolved: Option<Unresolved>,
 }
 
 impl McpServer {
@@ -63,6 +68,7 @@ impl McpServer {
             credential_file: None,
             credential_env: None,
             credential: None,
+            unresolved: None,
         }
     }
 }
@@ -235,7 +241,10 @@ pub struct AuditLoggerConfig {
     pub enabled: bool,
     /// Days audit records are kept before housekeeping deletes them (default 2555, 7 years).
     pub retention_days: u32,
-    /// Export formats: `json`, `syslog` (default `[json]`). From env: comma-separated.
+    /// The line format of `file://` destinations: `json` or `syslog` (default `[json]`; from
+    /// env: comma-separated). A file is written in one format, so the audit role refuses a list
+    /// of several when a `file://` destination is configured; `syslog://` destinations always
+    /// receive RFC 5424, whatever this says.
     pub export_formats: Vec<ExportFormat>,
     /// Export destinations as URIs: `file:///absolute/path` (lines appended, fsynced),
     /// `syslog://host:514` or `syslog+udp://host:514` (RFC 5424, one datagram per record),

@@ -119,9 +119,11 @@ pub async fn run<S: Sink>(
     sink: Arc<S>,
     mut shutdown: Shutdown,
 ) {
-    tracing::info!(consumer = %config.name, owner = %config.owner, topics = ?config.topics, "consumer starting");
+    tracing::debug!(consumer = %config.name, owner = %config.owner, topics = ?config.topics, "consumer starting");
     let mut owned: Vec<Lease> = Vec::new();
     let mut renewed_at: Option<Instant> = None;
+    // What the last ownership line said; one INFO line per change, none per partition.
+    let mut reported: Option<String> = None;
     loop {
         if shutdown.is_requested() {
             break;
@@ -129,6 +131,11 @@ pub async fn run<S: Sink>(
         if renewed_at.is_none_or(|at| at.elapsed() >= config.renew_every) {
             match renew(&config, leases.as_ref(), bus.as_ref(), &owned).await {
                 Ok(now) => {
+                    let summary = ownership(&now);
+                    if reported.as_ref() != Some(&summary) {
+                        tracing::info!(consumer = %config.name, owner = %config.owner, partitions = %summary, "consumer owns partitions");
+                        reported = Some(summary);
+                    }
                     owned = now;
                     renewed_at = Some(Instant::now());
                 }
@@ -228,13 +235,57 @@ async fn renew(
         };
         owned.extend(store.acquire_leases(&request).await?);
     }
-    record_dlq_size(bus).await?;
+    record_dlq_size(bus, store).await?;
     for lease in &owned {
         if !previous.iter().any(|p| p.fence == lease.fence) {
-            tracing::info!(consumer = %config.name, topic = %lease.fence.topic, partition = lease.fence.partition, epoch = lease.fence.epoch, offset = lease.next_offset, "partition acquired");
+            tracing::debug!(consumer = %config.name, topic = %lease.fence.topic, partition = lease.fence.partition, epoch = lease.fence.epoch, offset = lease.next_offset, "partition acquired");
         }
     }
     Ok(owned)
+}
+
+/// The owned partitions in one line, per topic in ranges: `caracal.metering.events 0-4,7`;
+/// `none` when this replica owns nothing (another replica has them all).
+fn ownership(leases: &[Lease]) -> String {
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for lease in leases {
+        by_topic
+            .entry(lease.fence.topic.as_str())
+            .or_default()
+            .push(lease.fence.partition);
+    }
+    let topics: Vec<String> = by_topic
+        .into_iter()
+        .map(|(topic, mut partitions)| {
+            partitions.sort_unstable();
+            format!("{topic} {}", ranges(&partitions))
+        })
+        .collect();
+    if topics.is_empty() {
+        "none".to_owned()
+    } else {
+        topics.join("; ")
+    }
+}
+
+/// Sorted numbers as ranges: `[0, 1, 2, 5]` → `0-2,5`.
+fn ranges(sorted: &[i32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while let Some(&start) = sorted.get(i) {
+        let mut end = start;
+        while sorted.get(i + 1) == Some(&(end + 1)) {
+            end += 1;
+            i += 1;
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
 }
 
 /// One partition's read: its messages from the lease's offset on, and its high watermark.
@@ -313,14 +364,23 @@ async fn apply<S: Sink>(
     Ok(true)
 }
 
-/// `caracal_dlq_size`: entries in the dead-letter topic (the seeds alert above 1000).
-async fn record_dlq_size(bus: &dyn EventBus) -> Result<(), BusError> {
-    let mut size = 0i64;
+/// `caracal_dlq_size`: the DLQ backlog, entries not replayed yet (the seeds alert above 1000,
+/// so it must fall when entries are replayed); `caracal_dlq_entries_total`: every entry ever
+/// written to the dead-letter topic (a counter, read from the topic's end offsets).
+async fn record_dlq_size(bus: &dyn EventBus, store: &dyn LeaseStore) -> Result<(), ConsumeError> {
+    let mut written = 0i64;
     for partition in 0..bus.partition_count(TOPIC_DLQ).await? {
-        size = size.saturating_add(bus.high_watermark(TOPIC_DLQ, partition).await?);
+        written = written.saturating_add(bus.high_watermark(TOPIC_DLQ, partition).await?);
     }
-    metrics::gauge!("caracal_dlq_size").set(size as f64);
+    let replayed = store.dlq_replay_count().await?;
+    metrics::gauge!("caracal_dlq_size").set(dlq_backlog(written, replayed) as f64);
+    metrics::counter!("caracal_dlq_entries_total").absolute(u64::try_from(written).unwrap_or(0));
     Ok(())
+}
+
+/// Entries written to the DLQ and not replayed yet (never negative).
+pub fn dlq_backlog(written: i64, replayed: i64) -> i64 {
+    written.saturating_sub(replayed).max(0)
 }
 
 fn record_lag(config: &ConsumerConfig, fence: &Fence, lag: i64) {
@@ -331,4 +391,36 @@ fn record_lag(config: &ConsumerConfig, fence: &Fence, lag: i64) {
         "consumer" => config.name.clone()
     )
     .set(lag.max(0) as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(topic: &str, partition: i32) -> Lease {
+        Lease {
+            fence: Fence {
+                consumer: "audit".into(),
+                topic: topic.into(),
+                partition,
+                owner: "o".into(),
+                epoch: 1,
+            },
+            next_offset: 0,
+        }
+    }
+
+    #[test]
+    fn ownership_is_one_line_of_ranges_per_topic() {
+        let leases: Vec<Lease> = [4, 0, 1, 2, 7, 8]
+            .into_iter()
+            .map(|p| lease("caracal.metering.events", p))
+            .chain([lease("caracal.dlq", 0)])
+            .collect();
+        assert_eq!(
+            ownership(&leases),
+            "caracal.dlq 0; caracal.metering.events 0-2,4,7-8"
+        );
+        assert_eq!(ownership(&[]), "none");
+    }
 }

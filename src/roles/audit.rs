@@ -32,14 +32,10 @@ pub fn consumer_config(config: &Config) -> ConsumerConfig {
 }
 
 /// One exporter per configured destination; refuses a destination this build cannot serve
-/// (S3), naming its key, before anything starts.
+/// (S3), naming its key, and a format list it cannot honour, before anything starts.
 pub fn exporters(config: &Config) -> Result<Vec<Exporter>, ServeError> {
     let audit = &config.consumers.audit_logger;
-    let file_format = audit
-        .export_formats
-        .first()
-        .copied()
-        .unwrap_or(ExportFormat::Json);
+    let file_format = file_format(config)?;
     let settings = Arc::new(ExportSettings::new(
         file_format,
         audit.syslog_udp_message_bytes_max,
@@ -57,6 +53,28 @@ pub fn exporters(config: &Config) -> Result<Vec<Exporter>, ServeError> {
                 .map_err(|e| problem(e.to_string()))
         })
         .collect()
+}
+
+/// The one line format of `file://` destinations. `exportFormats` is what file destinations
+/// are written in (syslog destinations always speak RFC 5424): one file takes one format, so a
+/// list of several is refused when a file destination is configured, rather than half applied.
+fn file_format(config: &Config) -> Result<ExportFormat, ServeError> {
+    let audit = &config.consumers.audit_logger;
+    let mut formats = audit.export_formats.clone();
+    formats.dedup();
+    let has_file = audit
+        .destinations
+        .iter()
+        .any(|uri| matches!(AuditDestination::parse(uri), Ok(AuditDestination::File(_))));
+    if has_file && formats.len() > 1 {
+        return Err(ServeError::Config(
+            "consumers.auditLogger.exportFormats lists several formats, but a file:// \
+             destination is written in one: list one format (json or syslog); syslog:// \
+             destinations always receive RFC 5424"
+                .into(),
+        ));
+    }
+    Ok(formats.first().copied().unwrap_or(ExportFormat::Json))
 }
 
 /// Returns the role's task: consumer, exporters and retention, finished together.
@@ -92,4 +110,38 @@ pub fn prepare(
         while side.join_next().await.is_some() {}
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn with(formats: &[ExportFormat], destinations: &[&str]) -> Config {
+        let mut config = Config::default();
+        config.consumers.audit_logger.export_formats = formats.to_vec();
+        config.consumers.audit_logger.destinations =
+            destinations.iter().map(|d| (*d).to_owned()).collect();
+        config
+    }
+
+    #[test]
+    fn several_formats_for_a_file_destination_are_refused_naming_the_key() {
+        let both = [ExportFormat::Json, ExportFormat::Syslog];
+        let refused = exporters(&with(&both, &["file:///var/log/a.jsonl"]));
+        let message = refused.err().unwrap().to_string();
+        assert!(
+            message.contains("consumers.auditLogger.exportFormats"),
+            "{message}"
+        );
+        // Without a file destination, or with one format, nothing is left unapplied.
+        assert_eq!(
+            exporters(&with(&both, &["syslog://siem:514"]))
+                .unwrap()
+                .len(),
+            1
+        );
+        let one = with(&[ExportFormat::Syslog], &["file:///var/log/a.log"]);
+        assert_eq!(file_format(&one).unwrap(), ExportFormat::Syslog);
+    }
 }

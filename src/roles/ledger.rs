@@ -28,6 +28,15 @@ pub fn consumer_config(config: &Config) -> ConsumerConfig {
     consumer
 }
 
+/// Where the signing key may come from: a key is made only in the embedded default.
+pub fn key_source(config: &Config) -> keys::KeySource {
+    if config.postgresql.is_configured() {
+        keys::KeySource::Shared
+    } else {
+        keys::KeySource::Embedded
+    }
+}
+
 /// Loads the key, registers it, and returns the role's task.
 pub async fn prepare(
     config: &Config,
@@ -37,8 +46,12 @@ pub async fn prepare(
     shutdown: Shutdown,
 ) -> Result<impl std::future::Future<Output = std::io::Result<()>>, ServeError> {
     let merkle = &config.consumers.ledger_writer.merkle;
-    let key = keys::load_or_create(merkle.signing_key_file.as_deref(), &config.data_dir)
-        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let key = keys::signing_key(
+        merkle.signing_key_file.as_deref(),
+        &config.data_dir,
+        key_source(config),
+    )
+    .map_err(|e| ServeError::Config(e.to_string()))?;
     let settings = LedgerSettings {
         batch_size_limit: i64::from(merkle.batch_size_limit),
         batch_timeout: Duration::from_secs(merkle.batch_timeout_seconds),

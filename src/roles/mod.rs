@@ -175,15 +175,10 @@ pub async fn open_stores(config: &Config) -> Result<Stores, ServeError> {
     })
 }
 
-/// The Postgres pool's limits: `gateway.config.dbPoolSize` connections at most, and
-/// `dbPoolTimeout` seconds to wait for one. (`dbMaxOverflow` has no equivalent: the pool opens
-/// connections on demand up to its size and keeps them.)
+/// The Postgres pool's limits from `gateway.config` (`dbPoolSize + dbMaxOverflow`,
+/// `dbPoolTimeout`).
 pub fn pool_limits(config: &Config) -> PoolLimits {
-    let tuning = &config.gateway.config;
-    PoolLimits {
-        connections_max: usize::try_from(tuning.db_pool_size).unwrap_or(usize::MAX),
-        wait_timeout: std::time::Duration::from_secs(tuning.db_pool_timeout),
-    }
+    PoolLimits::from_tuning(&config.gateway.config)
 }
 
 /// Opens the event bus: the embedded log unless Kafka is configured.
@@ -366,7 +361,7 @@ pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
     }
     let metrics = crate::telemetry::init_metrics().map_err(ServeError::Config)?;
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-    tracing::info!(roles = ?names, data_dir = %config.data_dir.display(), "caracal starting");
+    tracing::info!(version = %crate::version::long(), roles = ?names, data_dir = %config.data_dir.display(), "caracal starting");
     let backends = Backends::open(&config, &roles).await?;
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();

@@ -80,6 +80,10 @@ pub trait LeaseStore: Send + Sync {
 
     /// The DLQ entries already re-published, as `(partition, offset)`.
     async fn dlq_replays(&self) -> Result<Vec<(i32, i64)>, StoreError>;
+
+    /// How many DLQ entries were re-published (each counted once): the DLQ backlog is its
+    /// size less this.
+    async fn dlq_replay_count(&self) -> Result<i64, StoreError>;
 }
 
 /// A lease row as an acquisition reads it: `(owner, epoch, expires_at_micros, next_offset)`.

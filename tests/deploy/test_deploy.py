@@ -689,6 +689,7 @@ class Tools(unittest.TestCase):
         manifest = (ROOT / "Cargo.toml").read_text()
         needed |= {pathlib.PurePosixPath(p).parts[0] for p in re.findall(r'path = "([^"]+)"', manifest)}
         needed |= {"benches"} if "[[bench]]" in manifest else set()
+        needed |= {"build.rs"} if (ROOT / "build.rs").is_file() else set()
         for source in (ROOT / "src").rglob("*.rs"):
             code = source.read_text()
             for rel in re.findall(r'include_(?:str|bytes)!\("([^"]+)"\)', code):

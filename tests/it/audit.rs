@@ -303,3 +303,24 @@ fn a_failing_destination_is_counted_and_holds_up_neither_the_log_nor_other_desti
     assert!(server.log().contains("audit export failed; retrying"));
     assert_eq!(server.terminate(), 0);
 }
+
+#[test]
+fn several_export_formats_for_a_file_destination_are_refused_not_half_applied() {
+    let env = Env::new();
+    let file = env.dir.path().join("audit.log");
+    std::fs::write(
+        env.dir.path().join("caracal.yaml"),
+        format!(
+            "consumers:\n  auditLogger:\n    exportFormats: [json, syslog]\n    destinations: [\"file://{}\"]\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    let refused = env.cli_within(&["serve", "--role", "audit"], Duration::from_secs(20));
+    let line = refused.user_error();
+    assert!(
+        line.contains("consumers.auditLogger.exportFormats lists several formats"),
+        "{line}"
+    );
+    assert!(!file.exists(), "the destination was written");
+}

@@ -308,6 +308,23 @@ fn a_corrupt_message_goes_to_the_dlq_and_the_ledger_moves_on() {
         Duration::from_secs(30),
         || (env.cli(&["dlq", "count", "--output", "json"]).json()["total"] == 2).then_some(()),
     );
+    assert_eq!(
+        env.cli(&["dlq", "count", "--output", "json"]).json()["pending"],
+        1
+    );
+    // The alert's gauge is the backlog: the replayed entry no longer counts, its new dead
+    // letter does; every entry ever written stays in the counter.
+    wait_for(
+        "caracal_dlq_size 1 and caracal_dlq_entries_total 2",
+        Duration::from_secs(15),
+        || {
+            let metrics = request("GET", &metrics_url, &[], None).body;
+            let lines: Vec<&str> = metrics.lines().collect();
+            (lines.contains(&"caracal_dlq_size 1")
+                && lines.contains(&"caracal_dlq_entries_total 2"))
+            .then_some(())
+        },
+    );
     let verified = verify_range(&env);
     assert!(verified.ok().contains("3 rows"));
 }
@@ -486,7 +503,14 @@ fn backfill_seals_what_no_batch_covers_and_verify_range_says_what_is_unsealed() 
         "{}",
         before.stdout
     );
-    let sealed = env.cli(&["merkle", "backfill", "--source-version", "v0.2"]);
+    // Importing another release's rows is refused, saying what backfill does; nothing sealed.
+    let refused = env.cli(&["merkle", "backfill", "--source-version", "v0.2"]);
+    let line = refused.user_error();
+    assert!(line.contains("--source-version v0.2"), "{line}");
+    assert!(line.contains("not supported"), "{line}");
+    assert!(line.contains("seals the unsealed rows"), "{line}");
+    assert_eq!(sealed_rows(&env), 20);
+    let sealed = env.cli(&["merkle", "backfill"]);
     assert!(
         sealed.ok().contains("sealed 5 rows into 1 batches"),
         "{}",

@@ -12,6 +12,7 @@ mod cli_errors;
 mod config_cli;
 mod disconnect;
 mod embedded_limits;
+mod first_run;
 mod gateway;
 mod gateway_auth;
 mod ledger;

@@ -14,14 +14,21 @@ use crate::harness::postgres::PgServer;
 use crate::harness::{wait_for, Env};
 use crate::ledger::{assert_each_event_sealed_once, ledger_env, sealed_rows, steady_publisher};
 
-/// `env` pointed at a fresh, migrated database of `server` through the seeds' `DB_*` variables.
+/// `env` pointed at a fresh, migrated database of `server` through the seeds' `DB_*` variables,
+/// with the signing key every ledger replica shares (none is made outside the embedded default).
 fn on_postgres(mut env: Env, server: &PgServer) -> Env {
     let database = server.create_database(None);
     for (key, value) in server.env_vars(&database) {
         env = env.with(&key, &value);
     }
     env.cli(&["db", "migrate", "up"]).ok();
-    env
+    let key = env.dir.path().join("merkle_signing_key.pem");
+    let key = key.to_str().unwrap();
+    env.cli(&["merkle", "keygen", "--out", key]).ok();
+    env.with(
+        "CARACAL_CONSUMERS__LEDGERWRITER__MERKLE__SIGNINGKEYFILE",
+        key,
+    )
 }
 
 /// The distinct live owners of the ledger's partitions, from `consumers status`.

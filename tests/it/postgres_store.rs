@@ -363,6 +363,18 @@ fn serve_runs_admin_and_gateway_on_postgres() {
     let env = env_for(&server, &database).with("CARACAL_ADMIN__TOKEN", "pg-admin-token-0123456789");
     env.cli(&["db", "migrate", "up"]).ok();
     let serve = env.serve(&["--role", "admin", "--role", "gateway"]);
+    // Each gateway process on the in-process spend cache enforces its own copy of a budget:
+    // said at startup and in /ready (which stays 200) until a shared cache is configured.
+    let log = serve.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("in-process spend cache")),
+        "{log}"
+    );
+    let ready = crate::harness::request("GET", &serve.telemetry_url("/ready"), &[], None);
+    assert_eq!(ready.status, 200);
+    let warnings = ready.json()["warnings"].to_string();
+    assert!(warnings.contains("N times a limit"), "{}", ready.body);
     let created = crate::harness::request(
         "POST",
         &serve.admin_url("/v1/agents"),
@@ -444,4 +456,35 @@ fn ledger_events_go_to_their_month_partition_and_event_ids_stay_unique() {
     assert_eq!(home.trim(), "ledger_events_203005");
     let default_rows = server.psql(&database, "SELECT count(*) FROM ledger_events_default");
     assert_eq!(default_rows.trim(), "0");
+}
+
+#[test]
+fn backfill_and_the_ledger_on_postgres_never_mint_a_signing_key() {
+    let server = PgServer::start();
+    let database = server.create_database(None);
+    let env = env_for(&server, &database);
+    env.cli(&["db", "migrate", "up"]).ok();
+    let key_file = env.data_dir().join("merkle-signing-key.pem");
+    let refused = env.cli(&["merkle", "backfill"]);
+    let line = refused.user_error();
+    assert!(
+        line.contains("consumers.ledgerWriter.merkle.signingKeyFile is required"),
+        "{line}"
+    );
+    let refused = env.cli_within(&["serve", "--role", "ledger"], Duration::from_secs(30));
+    assert!(refused.user_error().contains("merkle keygen"));
+    assert!(!key_file.exists(), "a signing key was made in the data dir");
+
+    let key = env.dir.path().join("operator-key.pem");
+    env.cli(&["merkle", "keygen", "--out", key.to_str().unwrap()])
+        .ok();
+    let env = env.with(
+        "CARACAL_CONSUMERS__LEDGERWRITER__MERKLE__SIGNINGKEYFILE",
+        key.to_str().unwrap(),
+    );
+    assert!(env
+        .cli(&["merkle", "backfill"])
+        .ok()
+        .contains("sealed 0 rows"));
+    assert!(!key_file.exists());
 }

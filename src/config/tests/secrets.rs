@@ -125,11 +125,35 @@ fn route_credentials_come_from_a_file_or_a_variable() {
         config.gateway.routes[1].credential().unwrap().expose(),
         "sk-ant-file"
     );
-    let line = error_line(load_yaml(&yaml, &[]));
+    // Without the variable the config still loads (admin commands need no upstream
+    // credential); the gateway role's check refuses with one line naming the key.
+    let config = load_yaml(&yaml, &[]).unwrap();
+    assert!(config.gateway.routes[0].credential().is_none());
+    let line = config.gateway_credentials().unwrap_err().to_string();
     assert!(
         line.contains(
             "gateway.routes[0].credentialEnv: environment variable OPENAI_API_KEY is not set in "
         ),
+        "{line}"
+    );
+    assert!(load_yaml(&yaml, &[("OPENAI_API_KEY", "sk-env")])
+        .unwrap()
+        .gateway_credentials()
+        .is_ok());
+}
+
+#[test]
+fn an_unreadable_credential_file_is_refused_only_by_the_role_that_sends_it() {
+    let yaml = "gateway:\n  routes:\n    - {prefix: /a, upstream: 'https://a', provider: anthropic, credentialFile: /nonexistent/key}\nmcpAdapter:\n  servers:\n    - {name: tools, url: 'https://t', credentialEnv: TOOLS_TOKEN}\n";
+    let config = load_yaml(yaml, &[]).unwrap();
+    let line = config.gateway_credentials().unwrap_err().to_string();
+    assert!(
+        line.contains("gateway.routes[0].credentialFile: cannot read secret file /nonexistent/key"),
+        "{line}"
+    );
+    let line = config.mcp_credentials().unwrap_err().to_string();
+    assert!(
+        line.contains("mcpAdapter.servers[0].credentialEnv: environment variable TOOLS_TOKEN"),
         "{line}"
     );
 }

@@ -134,7 +134,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let path = req.uri().path().to_owned();
     let response = match path.as_str() {
-        "/health" => http::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        "/health" => http::json(StatusCode::OK, &crate::version::health_body()),
         "/openapi.json" => http::text(StatusCode::OK, "application/json", OPENAPI_JSON.to_owned()),
         _ if !authorized(state, &req) => http::error(
             StatusCode::UNAUTHORIZED,

@@ -114,12 +114,7 @@ async fn handle(
 ) -> Response<GatewayBody> {
     let started = Instant::now();
     match req.uri().path() {
-        "/health" => {
-            return full(http::json(
-                StatusCode::OK,
-                &serde_json::json!({ "status": "ok" }),
-            ))
-        }
+        "/health" => return full(http::json(StatusCode::OK, &crate::version::health_body())),
         "/ready" => {
             let (body, ok) = crate::telemetry::run_checks(&state.admission.ready_checks()).await;
             let status = if ok {

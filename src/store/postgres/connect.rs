@@ -18,7 +18,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::{PgSsl, PgSslMode, PostgresConfig};
+use crate::config::{GatewayTuning, PgSsl, PgSslMode, PostgresConfig};
 use crate::store::StoreError;
 
 /// How long opening one connection (TCP, TLS, authentication) may take.
@@ -47,6 +47,18 @@ impl Default for PoolLimits {
         PoolLimits {
             connections_max: 20,
             wait_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl PoolLimits {
+    /// The seeds' `gateway.config` keys: at most `dbPoolSize + dbMaxOverflow` connections
+    /// (opened on demand), and `dbPoolTimeout` seconds to wait for one.
+    pub fn from_tuning(tuning: &GatewayTuning) -> PoolLimits {
+        let connections = u64::from(tuning.db_pool_size) + u64::from(tuning.db_max_overflow);
+        PoolLimits {
+            connections_max: usize::try_from(connections).unwrap_or(usize::MAX),
+            wait_timeout: Duration::from_secs(tuning.db_pool_timeout),
         }
     }
 }
@@ -366,6 +378,18 @@ impl ServerCertVerifier for ChainOnly {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn the_pool_holds_pool_size_plus_max_overflow_connections() {
+        let mut tuning = GatewayTuning::default();
+        assert_eq!(PoolLimits::from_tuning(&tuning).connections_max, 30);
+        tuning.db_pool_size = 5;
+        tuning.db_max_overflow = 0;
+        tuning.db_pool_timeout = 7;
+        let limits = PoolLimits::from_tuning(&tuning);
+        assert_eq!(limits.connections_max, 5);
+        assert_eq!(limits.wait_timeout, Duration::from_secs(7));
+    }
     use crate::config::Secret;
 
     #[test]

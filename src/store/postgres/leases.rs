@@ -268,4 +268,20 @@ impl LeaseStore for PgStore {
         })
         .await
     }
+
+    async fn dlq_replay_count(&self) -> Result<i64, StoreError> {
+        self.read(|tx| {
+            Box::pin(async move {
+                let rows = tx
+                    .query_typed("SELECT count(*) FROM dlq_replays", &[])
+                    .await
+                    .map_err(map_err)?;
+                match rows.first() {
+                    Some(row) => col(row, 0),
+                    None => Ok(0),
+                }
+            })
+        })
+        .await
+    }
 }

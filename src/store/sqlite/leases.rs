@@ -222,4 +222,12 @@ impl LeaseStore for SqliteStore {
         })
         .await
     }
+
+    async fn dlq_replay_count(&self) -> Result<i64, StoreError> {
+        self.read(|tx| {
+            tx.query_row("SELECT count(*) FROM dlq_replays", [], |r| r.get(0))
+                .map_err(map_err)
+        })
+        .await
+    }
 }

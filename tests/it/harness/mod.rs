@@ -170,6 +170,34 @@ impl Env {
         }
     }
 
+    /// Runs `caracal <args>`, which must exit within `deadline` (a command expected to refuse
+    /// to start, which would otherwise run forever); killed and failed if it does not.
+    pub fn cli_within(&self, args: &[&str], deadline: Duration) -> CliRun {
+        let mut child = self.cli_child(args);
+        let exited = {
+            let child = &mut child;
+            let start = Instant::now();
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break true;
+                }
+                if start.elapsed() > deadline {
+                    break false;
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
+        };
+        if !exited {
+            let _ = child.kill();
+            let run = CliRun::wait(child);
+            panic!(
+                "caracal {args:?} still ran after {deadline:?}; stderr: {}",
+                run.stderr
+            );
+        }
+        CliRun::wait(child)
+    }
+
     /// Starts `caracal <args>` without waiting; stdout and stderr are piped.
     pub fn cli_child(&self, args: &[&str]) -> Child {
         self.command()
