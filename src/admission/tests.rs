@@ -252,15 +252,15 @@ async fn a_process_that_dies_between_publish_and_settle_charges_the_hold_once_af
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let rows = loop {
-        let (rows, _) = crate::store::ledger::LedgerStore::query_ledger(f.store.as_ref(), &query)
-            .await
-            .unwrap();
-        // Both messages read: the ledger's committed offsets add up to the log's two messages.
+        // Both messages read (offsets first: rows committed with them are then visible).
         let leases =
             crate::store::leases::LeaseStore::list_leases(f.store.as_ref(), Some("ledger"))
                 .await
                 .unwrap();
         let read: i64 = leases.iter().map(|l| l.next_offset).sum();
+        let (rows, _) = crate::store::ledger::LedgerStore::query_ledger(f.store.as_ref(), &query)
+            .await
+            .unwrap();
         if read == 2 || tokio::time::Instant::now() > deadline {
             break rows;
         }

@@ -121,6 +121,15 @@ pub struct RedisConfig {
     pub password_file: Option<PathBuf>,
     /// TLS to the server.
     pub tls: RedisTls,
+    /// Longest wait for one command or script, in ms, before the gateway fails closed (503).
+    pub command_timeout_ms: u64,
+    /// Longest wait to connect at start, in ms.
+    pub connect_timeout_ms: u64,
+    /// Connections each process keeps to Redis (commands are pipelined over each).
+    pub connections: usize,
+    /// Sorted sets the hold expiry index is spread over (every sweeper reads all of them; more
+    /// shards spread a Cluster's load). Changing it orphans the index of live holds: set it once.
+    pub expiry_shards: u32,
 }
 
 impl Default for RedisConfig {
@@ -133,6 +142,10 @@ impl Default for RedisConfig {
             password: None,
             password_file: None,
             tls: RedisTls::default(),
+            command_timeout_ms: 1_000,
+            connect_timeout_ms: 5_000,
+            connections: 4,
+            expiry_shards: 16,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::bus::EventBus;
 use crate::config::Config;
 use crate::http::Shutdown;
 use crate::spend::local::{LocalLimits, LocalSpend};
+use crate::spend::redis::{RedisLimits, RedisSpend, RedisTarget, RedisTlsFiles};
 use crate::spend::SpendCache;
 use crate::store::audit::AuditStore;
 use crate::store::leases::LeaseStore;
@@ -199,9 +200,9 @@ pub async fn open_bus(config: &Config) -> Result<Arc<dyn EventBus>, ServeError> 
 /// Opens the spend cache: in-process (with its journal) unless Redis is configured.
 pub async fn open_spend(config: &Config) -> Result<Arc<dyn SpendCache>, ServeError> {
     if config.redis.is_configured() {
-        return Err(ServeError::Config(
-            "redis is configured, but this build has only the in-process spend cache; unset redis.*".into(),
-        ));
+        let (target, limits) = redis_settings(&config.redis);
+        let spend = RedisSpend::open(&target, limits).await?;
+        return Ok(Arc::new(spend));
     }
     let data_dir = config.data_dir.clone();
     let limits = spend_limits(&config.embedded.spend_cache);
@@ -209,6 +210,30 @@ pub async fn open_spend(config: &Config) -> Result<Arc<dyn SpendCache>, ServeErr
         .await
         .map_err(|e| task_failed("spend cache open", e))??;
     Ok(Arc::new(spend))
+}
+
+/// Where Redis is, how to reach it, and its limits, from `redis.*`.
+fn redis_settings(redis: &crate::config::RedisConfig) -> (RedisTarget, RedisLimits) {
+    let tls = redis.tls_enabled().then(|| RedisTlsFiles {
+        ca_cert_file: redis.tls.ca_cert_file.clone(),
+        cert_file: redis.tls.cert_file.clone(),
+        key_file: redis.tls.key_file.clone(),
+    });
+    let target = RedisTarget {
+        url: redis.url.as_ref().map(|u| u.expose().to_owned()),
+        host: redis.host.clone().unwrap_or_else(|| "localhost".into()),
+        port: redis.port,
+        password: redis.password.as_ref().map(|p| p.expose().to_owned()),
+        tls,
+    };
+    let limits = RedisLimits {
+        command_timeout_ms: redis.command_timeout_ms,
+        connect_timeout_ms: redis.connect_timeout_ms,
+        connections: redis.connections,
+        expiry_shards: redis.expiry_shards,
+        ..RedisLimits::default()
+    };
+    (target, limits)
 }
 
 fn task_failed(role: &'static str, e: tokio::task::JoinError) -> ServeError {

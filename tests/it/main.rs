@@ -24,4 +24,5 @@ mod postgres_roles;
 mod postgres_store;
 mod sdk;
 mod serve_lifecycle;
+mod shared_budget;
 mod store_conformance;

@@ -7,6 +7,9 @@
 
 mod codec;
 mod scripts;
+#[cfg(test)]
+mod tests;
+mod tls;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -37,6 +40,18 @@ pub struct RedisTarget {
     pub host: String,
     pub port: u16,
     pub password: Option<String>,
+    /// TLS to the server (also on for a `rediss://` URL).
+    pub tls: Option<RedisTlsFiles>,
+}
+
+/// The PEM files of a TLS connection to Redis.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTlsFiles {
+    /// The CA that signs the server's certificate (else the system's roots).
+    pub ca_cert_file: Option<std::path::PathBuf>,
+    /// A client certificate and its key, when the server asks for one.
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// Every bound of `RedisSpend`.
@@ -102,6 +117,9 @@ impl RedisSpend {
         };
         if target.password.is_some() {
             config.password = target.password.clone();
+        }
+        if let Some(files) = &target.tls {
+            config.tls = Some(tls::connector(files)?.into());
         }
         config.fail_fast = true;
         let command = std::time::Duration::from_millis(limits.command_timeout_ms);
@@ -277,13 +295,16 @@ fn zero_usages(req: &ReserveRequest) -> Vec<PolicyUsage> {
         .collect()
 }
 
-/// The script's arguments for each evaluated policy, in evaluation order, and the buckets a
-/// hold charges.
+/// The buckets a hold charges: (policy, bucket start).
+type Charged = Vec<(PolicyId, DateTime<Utc>)>;
+
+/// The script's keys and arguments for each evaluated policy, in evaluation order, and the
+/// buckets a hold charges.
 fn policy_args(
     req: &ReserveRequest,
     usages: &[PolicyUsage],
     order: &Decision,
-) -> Result<(Vec<String>, Vec<String>, Vec<(PolicyId, DateTime<Utc>)>), SpendError> {
+) -> Result<(Vec<String>, Vec<String>, Charged), SpendError> {
     let prefix = policy_prefix(req.chain.root().id);
     let lag = req.now - chrono::Duration::seconds(PRUNE_LAG_SECS);
     let (mut keys, mut args, mut charged) = (Vec::new(), Vec::new(), Vec::new());
@@ -521,7 +542,7 @@ struct Attempt {
     key: HoldKey,
     amount: Micros,
     /// The buckets the hold charges, in evaluation order.
-    charged: Vec<(PolicyId, DateTime<Utc>)>,
+    charged: Charged,
     /// The active policies at zero usage, and the decision over them (its order, and the rules
     /// that do not depend on spend).
     zero: Vec<PolicyUsage>,

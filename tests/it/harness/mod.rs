@@ -7,6 +7,7 @@ pub mod events;
 pub mod gateway;
 pub mod mock;
 pub mod postgres;
+pub mod redis;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -130,8 +131,26 @@ impl Env {
         }
     }
 
+    /// Another process's environment on the same data dir and config (a second replica on the
+    /// same host): its own working dir, the same `caracal.yaml` and variables.
+    pub fn sibling(&self) -> Env {
+        let dir = TempDir::new();
+        let config = self.dir.path().join("caracal.yaml");
+        if config.exists() {
+            std::fs::copy(&config, dir.path().join("caracal.yaml"))
+                .unwrap_or_else(|e| panic!("copy caracal.yaml: {e}"));
+        }
+        Env {
+            vars: self.vars.clone(),
+            dir,
+        }
+    }
+
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.vars
+            .iter()
+            .find(|(k, _)| k == "CARACAL_DATADIR")
+            .map_or_else(|| self.dir.path().join("data"), |(_, v)| PathBuf::from(v))
     }
 
     pub fn with(mut self, key: &str, value: &str) -> Env {

@@ -1,0 +1,133 @@
+//! One budget across gateway replicas: three `caracal serve --role gateway` processes on one
+//! host share one Redis (and the data dir's store and log). The official `openai` SDK races 1000
+//! calls across them against a budget with room for exactly N; exactly N reach the upstream.
+//! A replica killed with a call in flight has that hold charged once by a surviving replica.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::gateway::{gateway_env, tree, Gateway, Mock};
+use crate::harness::redis::RedisServer;
+use crate::harness::{request, wait_for, Env};
+
+const ADMIN: &str = "Bearer gateway-test-admin-token";
+/// 0.01 per call; the parent's 0.30 binds before the child's 0.50: N = 30.
+const ROOM: u64 = 30;
+
+fn python() -> String {
+    std::env::var("CARACAL_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "CARACAL_PYTHON is not set: run the suite with scripts/test.sh, which prepares .venv"
+        )
+    })
+}
+
+fn metering_events(gw: &Gateway) -> Vec<Value> {
+    let url = gw
+        .server
+        .admin_url("/v1/events/caracal.metering.events?limit=10000");
+    let response = request("GET", &url, &[("Authorization", ADMIN)], None);
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json().as_array().cloned().unwrap_or_default()
+}
+
+fn replicas(env: &Env) -> [Gateway; 3] {
+    let (b, c) = (env.sibling(), env.sibling());
+    let first = Gateway::start_roles(env.sibling(), &["gateway", "admin"]);
+    [
+        first,
+        Gateway::start_roles(b, &["gateway"]),
+        Gateway::start_roles(c, &["gateway"]),
+    ]
+}
+
+#[test]
+fn three_gateways_on_one_redis_let_exactly_the_affordable_calls_through() {
+    let redis = RedisServer::start();
+    let mock = Mock::start(&[]);
+    let settings = redis.settings();
+    let mut pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    pairs.extend([
+        ("CARACAL_GATEWAY__CONFIG__PROVISIONALCHARGEEXPIRATION", "2"),
+        (
+            "CARACAL_GATEWAY__CONFIG__PROVISIONALCHARGECLEANUPINTERVAL",
+            "1",
+        ),
+    ]);
+    let env = gateway_env(&mock, &pairs);
+    env.cli(&[
+        "pricebook",
+        "set",
+        "--provider",
+        "openai",
+        "--model",
+        "mock-flat",
+        "--per-call",
+        "0.01",
+    ])
+    .ok();
+    let t = tree(&env, "0.30", "0.50");
+    let gateways = replicas(&env);
+    let urls: Vec<String> = gateways.iter().map(|g| g.url("/openai/v1")).collect();
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sdk_race.py");
+    let output = Command::new(python())
+        .args([script, &urls.join(","), &t.key, "1000", "200"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(outcome["ok"], ROOM, "{outcome}");
+    assert_eq!(outcome["denied"], 1000 - ROOM, "{outcome}");
+    assert_eq!(outcome["other"], json!([]), "{outcome}");
+    assert_eq!(mock.requests(), ROOM);
+
+    let events = wait_for("every charge", Duration::from_secs(30), || {
+        let events = metering_events(&gateways[0]);
+        (events.len() as u64 >= ROOM).then_some(events)
+    });
+    let total: i64 = events
+        .iter()
+        .map(|e| e["cost_micros"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 300_000, "the parent's 0.30 exactly");
+
+    // A replica killed -9 with a call in flight: a surviving replica charges its hold once.
+    let [first, _second, third] = gateways;
+    let other = tree(&env, "10.00", "5.00");
+    let auth = format!("Bearer {}", other.key);
+    let body = json!({"model": "mock-flat", "max_tokens": 8,
+                      "messages": [{"role": "user", "content": "doomed"}]})
+    .to_string();
+    let url = third.url("/openai/v1/chat/completions");
+    let in_flight = std::thread::spawn(move || {
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("x-mock-latency-ms", "30000"),
+        ];
+        std::panic::catch_unwind(|| request("POST", &url, &headers, Some(&body))).ok()
+    });
+    wait_for("the doomed call upstream", Duration::from_secs(10), || {
+        (mock.requests() == ROOM + 1).then_some(())
+    });
+    third.server.kill9();
+    let charged = wait_for(
+        "the dead replica's hold charged",
+        Duration::from_secs(30),
+        || {
+            let events = metering_events(&first);
+            (events.len() as u64 > ROOM).then_some(events)
+        },
+    );
+    assert_eq!(charged.len() as u64, ROOM + 1, "{charged:#?}");
+    let last = charged.iter().find(|e| e["estimated"] == true).unwrap();
+    assert_eq!(last["cost_micros"], 10_000);
+    assert_eq!(last["metadata"]["settled_by"], "expiry");
+    drop(in_flight);
+}
