@@ -24,6 +24,8 @@ command -v setpriv >/dev/null || missing+=(util-linux)
 # Deployment checks (tests/deploy): promtool and a real Prometheus, docker-compose's validator.
 command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# Real Redis for the shared spend cache's conformance suite and the multi-gateway tests.
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   command -v apt-get >/dev/null || die "need ${missing[*]} but apt-get is not available"
@@ -33,6 +35,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v promtool >/dev/null && command -v prometheus >/dev/null || die "prometheus/promtool are missing after installing prometheus"
 command -v docker-compose >/dev/null || die "docker-compose is missing after installing it"
+command -v redis-server >/dev/null || die "redis-server is missing after installing it"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
   || die "PostgreSQL server binaries are missing from /usr/lib/postgresql/*/bin after installing postgresql"
 [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || die "pgbouncer is missing after installing it"
