@@ -3,7 +3,6 @@
 //! certificate authentication over TLS, a `/+=` password from `DB_PASSWORD`, and the store
 //! finding its way back after the server restarts.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -125,77 +124,10 @@ fn the_store_refuses_a_schema_behind_and_says_how_to_migrate() {
         .all(|r| r["state"] == "pending"));
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate whose CN is
-/// `user`, all P-256, written into `dir`.
-fn make_certificates(dir: &Path, user: &str) {
-    let key = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=caracal test CA"];
-    ca.extend(key);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
-    openssl(dir, &ca);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    for (name, cn) in [
-        ("server", "localhost".to_owned()),
-        ("client", user.to_owned()),
-    ] {
-        let subject = format!("/CN={cn}");
-        let (keyfile, csr) = (format!("{name}.key"), format!("{name}.csr"));
-        let mut req = vec!["req", "-new", "-subj", &subject];
-        req.extend(key);
-        req.extend(["-keyout", &keyfile, "-out", &csr]);
-        openssl(dir, &req);
-        let (crt, ext) = (format!("{name}.crt"), format!("{name}.ext"));
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-                "-out",
-                &crt,
-            ],
-        );
-    }
-}
-
 #[test]
 fn certificate_auth_accepts_the_client_certificate_and_refuses_a_client_without_one() {
     let certs = crate::harness::TempDir::new();
-    make_certificates(certs.path(), "caracal");
+    crate::harness::certs::make_certificates(certs.path(), "caracal");
     // The server reads its copies (owned by its user, key 0600).
     let server_files = server_dir();
     for file in ["ca.crt", "server.crt", "server.key"] {
@@ -264,7 +196,7 @@ fn certificate_auth_accepts_the_client_certificate_and_refuses_a_client_without_
 
     // A server certificate from another CA fails verification.
     let other = crate::harness::TempDir::new();
-    make_certificates(other.path(), "caracal");
+    crate::harness::certs::make_certificates(other.path(), "caracal");
     let wrong_ca = env.with(
         "CARACAL_POSTGRESQL__SSL__ROOT_CERT",
         &other.path().join("ca.crt").display().to_string(),

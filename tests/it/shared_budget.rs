@@ -131,3 +131,52 @@ fn three_gateways_on_one_redis_let_exactly_the_affordable_calls_through() {
     assert_eq!(last["metadata"]["settled_by"], "expiry");
     drop(in_flight);
 }
+
+#[test]
+fn a_tls_redis_with_a_password_serves_and_an_unknown_ca_is_a_clear_error() {
+    use crate::harness::certs::make_certificates;
+    let (certs, other) = (
+        crate::harness::TempDir::new(),
+        crate::harness::TempDir::new(),
+    );
+    make_certificates(certs.path(), "caracal");
+    make_certificates(other.path(), "caracal");
+    let password = "p/w+d=Zm9vYmFy"; // as `openssl rand -base64` makes them
+    let redis = RedisServer::start_tls(certs.path(), password);
+    let mock = Mock::start(&[]);
+    let port = redis.port.to_string();
+    let ca = certs.path().join("ca.crt").display().to_string();
+    let settings = [
+        ("CARACAL_REDIS__HOST", "127.0.0.1"),
+        ("CARACAL_REDIS__PORT", port.as_str()),
+        ("CARACAL_REDIS__TLS__ENABLED", "true"),
+        ("CARACAL_REDIS__TLS__CACERTFILE", ca.as_str()),
+        ("REDIS_PASSWORD", password),
+    ];
+    let env = gateway_env(&mock, &settings);
+    let t = tree(&env, "10.00", "5.00");
+    let stranger = env.sibling().with(
+        "CARACAL_REDIS__TLS__CACERTFILE",
+        &other.path().join("ca.crt").display().to_string(),
+    );
+    let gw = Gateway::start(env);
+    let body = json!({"model": "mock-gpt", "max_tokens": 8,
+                      "messages": [{"role": "user", "content": "over tls"}]})
+    .to_string();
+    let ok = gw.post("/openai/v1/chat/completions", &t.key, &body);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+
+    let refused = stranger.cli_within(&["serve", "--role", "gateway"], Duration::from_secs(30));
+    assert_ne!(refused.status, 0);
+    let said = refused.stderr.to_lowercase();
+    assert!(said.contains("redis"), "{}", refused.stderr);
+    assert!(
+        said.contains("certificate") || said.contains("unknownissuer"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stderr.contains(password),
+        "the password reached the error"
+    );
+}

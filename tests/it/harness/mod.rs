@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod events;
 pub mod gateway;
 pub mod mock;

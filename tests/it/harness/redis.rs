@@ -14,11 +14,41 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let dir = TempDir::new();
         let port = super::free_port();
+        RedisServer::start_with(port, &["--port", &port.to_string()])
+    }
+
+    /// TLS only (the plain port closed), with `certs`' CA, server certificate and key (as
+    /// `certs::make_certificates` writes them), and a password.
+    pub fn start_tls(certs: &std::path::Path, password: &str) -> RedisServer {
+        let port = super::free_port();
+        let file = |name: &str| certs.join(name).display().to_string();
+        let (cert, key, ca) = (file("server.crt"), file("server.key"), file("ca.crt"));
+        let port_text = port.to_string();
+        let args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port_text,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ];
+        RedisServer::start_with(port, &args)
+    }
+
+    fn start_with(port: u16, args: &[&str]) -> RedisServer {
+        let dir = TempDir::new();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
