@@ -35,7 +35,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v promtool >/dev/null && command -v prometheus >/dev/null || die "prometheus/promtool are missing after installing prometheus"
 command -v docker-compose >/dev/null || die "docker-compose is missing after installing it"
-command -v redis-server >/dev/null || die "redis-server is missing after installing it"
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || die "redis-server/redis-cli are missing after installing redis-server"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
   || die "PostgreSQL server binaries are missing from /usr/lib/postgresql/*/bin after installing postgresql"
 [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || die "pgbouncer is missing after installing it"

@@ -121,6 +121,8 @@ pub struct RedisConfig {
     pub password_file: Option<PathBuf>,
     /// TLS to the server.
     pub tls: RedisTls,
+    /// `host`:`port` is a node of a Redis Cluster; the other nodes are discovered from it.
+    pub cluster: bool,
     /// Longest wait for one command or script, in ms, before the gateway fails closed (503).
     pub command_timeout_ms: u64,
     /// Longest wait to connect at start, in ms.
@@ -142,6 +144,7 @@ impl Default for RedisConfig {
             password: None,
             password_file: None,
             tls: RedisTls::default(),
+            cluster: false,
             command_timeout_ms: 1_000,
             connect_timeout_ms: 5_000,
             connections: 4,

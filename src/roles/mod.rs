@@ -224,6 +224,7 @@ fn redis_settings(redis: &crate::config::RedisConfig) -> (RedisTarget, RedisLimi
         host: redis.host.clone().unwrap_or_else(|| "localhost".into()),
         port: redis.port,
         password: redis.password.as_ref().map(|p| p.expose().to_owned()),
+        cluster: redis.cluster,
         tls,
     };
     let limits = RedisLimits {

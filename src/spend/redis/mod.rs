@@ -13,7 +13,9 @@ mod tls;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use fred::prelude::{Builder, ClientLike, Config, ConfigInterface, Pool, ReconnectPolicy, Value};
+use fred::prelude::{
+    Builder, ClientLike, Config, ConfigInterface, Pool, ReconnectPolicy, ServerConfig, Value,
+};
 use fred::types::scripts::Script;
 
 use self::codec::{hold_fields, parse_hold, HOLD_FIELDS_MAX};
@@ -40,6 +42,8 @@ pub struct RedisTarget {
     pub host: String,
     pub port: u16,
     pub password: Option<String>,
+    /// `host`:`port` is one node of a Redis Cluster (the others are discovered).
+    pub cluster: bool,
     /// TLS to the server (also on for a `rediss://` URL).
     pub tls: Option<RedisTlsFiles>,
 }
@@ -111,7 +115,10 @@ impl RedisSpend {
         let mut config = match &target.url {
             Some(url) => Config::from_url(url).map_err(unavailable)?,
             None => Config {
-                server: fred::prelude::ServerConfig::new_centralized(&target.host, target.port),
+                server: match target.cluster {
+                    true => ServerConfig::new_clustered(vec![(target.host.as_str(), target.port)]),
+                    false => ServerConfig::new_centralized(&target.host, target.port),
+                },
                 ..Config::default()
             },
         };

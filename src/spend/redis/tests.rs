@@ -70,6 +70,7 @@ impl RedisServer {
             host: "127.0.0.1".into(),
             port: self.port,
             password: None,
+            cluster: false,
             tls: None,
         }
     }
@@ -111,6 +112,88 @@ impl Harness for RedisHarness {
 }
 
 crate::spend_conformance!(conformance_on_redis, super::RedisHarness);
+
+/// Three primaries made into a Redis Cluster by `redis-cli --cluster create`.
+pub(crate) struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub(crate) fn start() -> RedisCluster {
+        let cluster = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ];
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start(&cluster)).collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): install redis-tools"));
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &node.port.to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cluster did not become ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    fn target(&self) -> RedisTarget {
+        RedisTarget {
+            cluster: true,
+            ..self.nodes[0].target()
+        }
+    }
+}
+
+pub(crate) struct ClusterHarness {
+    cluster: RedisCluster,
+}
+
+#[async_trait]
+impl Harness for ClusterHarness {
+    async fn open() -> (Self, Arc<dyn SpendCache>) {
+        let cluster = RedisCluster::start();
+        let spend = RedisSpend::open(&cluster.target(), RedisLimits::default())
+            .await
+            .unwrap();
+        (ClusterHarness { cluster }, Arc::new(spend))
+    }
+
+    async fn restart(&self, cache: Arc<dyn SpendCache>) -> Arc<dyn SpendCache> {
+        drop(cache);
+        let target = self.cluster.target();
+        Arc::new(
+            RedisSpend::open(&target, RedisLimits::default())
+                .await
+                .unwrap(),
+        )
+    }
+}
+
+crate::spend_conformance!(conformance_on_redis_cluster, super::ClusterHarness);
 
 #[tokio::test]
 async fn a_redis_that_may_evict_keys_is_refused_with_what_to_set() {
