@@ -66,6 +66,35 @@ pub struct ReserveRequest {
     pub expires_at: DateTime<Utc>,
 }
 
+impl ReserveRequest {
+    /// Refuses a request no implementation may record: an expiry not after `now`, a resource
+    /// name over `resource_bytes_max`, more than `hold_policies_max` active policies.
+    pub fn check(
+        &self,
+        resource_bytes_max: usize,
+        hold_policies_max: usize,
+    ) -> Result<(), SpendError> {
+        if self.expires_at <= self.now {
+            return Err(SpendError::Invalid(format!(
+                "hold expires at {} which is not after now ({})",
+                self.expires_at, self.now
+            )));
+        }
+        if self.resource.len() > resource_bytes_max {
+            return Err(SpendError::Invalid(format!(
+                "resource name longer than {resource_bytes_max} bytes"
+            )));
+        }
+        let active = self.policies.iter().filter(|p| p.spec.active).count();
+        if active > hold_policies_max {
+            return Err(SpendError::Invalid(format!(
+                "{active} active policies on the chain; at most {hold_policies_max} per hold"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A hold that was recorded: the call may go ahead.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {

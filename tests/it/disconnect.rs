@@ -8,20 +8,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::harness::gateway::{gateway_env, tree, Gateway, Mock};
-use crate::harness::{request, wait_for};
+use crate::harness::wait_for;
 
-const ADMIN: &str = "Bearer gateway-test-admin-token";
 /// The price of one call of `mock-flat`, in micros (0.01).
 const PER_CALL: i64 = 10_000;
-
-fn metering_events(gw: &Gateway) -> Vec<Value> {
-    let url = gw
-        .server
-        .admin_url("/v1/events/caracal.metering.events?limit=10000");
-    let response = request("GET", &url, &[("Authorization", ADMIN)], None);
-    assert_eq!(response.status, 200, "{}", response.body);
-    response.json().as_array().cloned().unwrap_or_default()
-}
 
 /// Sends a chat call whose upstream waits 4 s before its first byte, waits until the upstream
 /// has it, gives the gateway 100 ms more without an answer, and hangs up.
@@ -76,7 +66,7 @@ fn a_client_that_hangs_up_before_the_first_byte_is_charged_once_and_nothing_stay
         hang_up_before_first_byte(&gw, &mock, &t.key, i);
     }
     let events = wait_for("three charges", Duration::from_secs(20), || {
-        let events = metering_events(&gw);
+        let events = gw.metering_events();
         (events.len() >= 3).then_some(events)
     });
     assert_eq!(events.len(), 3, "{events:#?}");
@@ -103,7 +93,7 @@ fn a_client_that_hangs_up_before_the_first_byte_is_charged_once_and_nothing_stay
 
     // The refused call left no charge and no hold; the ledger has the five charges.
     let events = wait_for("five charges", Duration::from_secs(20), || {
-        let events = metering_events(&gw);
+        let events = gw.metering_events();
         (events.len() >= 5).then_some(events)
     });
     assert_eq!(events.len(), 5, "{events:#?}");

@@ -9,29 +9,14 @@ use serde_json::{json, Value};
 use crate::harness::gateway::{gateway_env, tree, Gateway, Mock};
 use crate::harness::{request, wait_for};
 
-const ADMIN: &str = "Bearer gateway-test-admin-token";
-
 fn chat(model: &str, max_tokens: u64) -> String {
     json!({"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hello there caracal"}]})
         .to_string()
 }
 
-/// Metering events in the log, oldest first per partition.
-fn metering_events(gw: &Gateway) -> Vec<Value> {
-    let response = request(
-        "GET",
-        &gw.server
-            .admin_url("/v1/events/caracal.metering.events?limit=10000"),
-        &[("Authorization", ADMIN)],
-        None,
-    );
-    assert_eq!(response.status, 200, "{}", response.body);
-    response.json().as_array().cloned().unwrap_or_default()
-}
-
 fn wait_for_metering(gw: &Gateway, count: usize) -> Vec<Value> {
     wait_for("metering events", Duration::from_secs(20), || {
-        let events = metering_events(gw);
+        let events = gw.metering_events();
         (events.len() >= count).then_some(events)
     })
 }

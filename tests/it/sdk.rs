@@ -10,12 +10,6 @@ use serde_json::Value;
 use crate::harness::gateway::{gateway_env, tree, Gateway, Mock};
 use crate::harness::{request, wait_for};
 
-fn python() -> String {
-    std::env::var("CARACAL_PYTHON").unwrap_or_else(|_| {
-        panic!("CARACAL_PYTHON is not set: run the suite with scripts/test.sh, which prepares .venv with the SDKs")
-    })
-}
-
 #[test]
 fn the_official_sdks_work_through_the_gateway_and_are_charged_exactly() {
     let mock = Mock::start(&[]);
@@ -48,7 +42,7 @@ fn the_official_sdks_work_through_the_gateway_and_are_charged_exactly() {
     let gw = Gateway::start(env);
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sdk_calls.py");
-    let output = Command::new(python())
+    let output = Command::new(crate::harness::python())
         .args([script, &gw.url(""), &t.key])
         .output()
         .unwrap_or_else(|e| panic!("cannot run the SDK script: {e}"));

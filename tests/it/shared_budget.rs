@@ -12,26 +12,8 @@ use crate::harness::gateway::{gateway_env, tree, Gateway, Mock};
 use crate::harness::redis::RedisServer;
 use crate::harness::{request, wait_for, Env};
 
-const ADMIN: &str = "Bearer gateway-test-admin-token";
 /// 0.01 per call; the parent's 0.30 binds before the child's 0.50: N = 30.
 const ROOM: u64 = 30;
-
-fn python() -> String {
-    std::env::var("CARACAL_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "CARACAL_PYTHON is not set: run the suite with scripts/test.sh, which prepares .venv"
-        )
-    })
-}
-
-fn metering_events(gw: &Gateway) -> Vec<Value> {
-    let url = gw
-        .server
-        .admin_url("/v1/events/caracal.metering.events?limit=10000");
-    let response = request("GET", &url, &[("Authorization", ADMIN)], None);
-    assert_eq!(response.status, 200, "{}", response.body);
-    response.json().as_array().cloned().unwrap_or_default()
-}
 
 fn replicas(env: &Env) -> [Gateway; 3] {
     let (b, c) = (env.sibling(), env.sibling());
@@ -73,7 +55,7 @@ fn three_gateways_on_one_redis_let_exactly_the_affordable_calls_through() {
     let urls: Vec<String> = gateways.iter().map(|g| g.url("/openai/v1")).collect();
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sdk_race.py");
-    let output = Command::new(python())
+    let output = Command::new(crate::harness::python())
         .args([script, &urls.join(","), &t.key, "1000", "200"])
         .output()
         .unwrap();
@@ -89,7 +71,7 @@ fn three_gateways_on_one_redis_let_exactly_the_affordable_calls_through() {
     assert_eq!(mock.requests(), ROOM);
 
     let events = wait_for("every charge", Duration::from_secs(30), || {
-        let events = metering_events(&gateways[0]);
+        let events = gateways[0].metering_events();
         (events.len() as u64 >= ROOM).then_some(events)
     });
     let total: i64 = events
@@ -121,7 +103,7 @@ fn three_gateways_on_one_redis_let_exactly_the_affordable_calls_through() {
         "the dead replica's hold charged",
         Duration::from_secs(30),
         || {
-            let events = metering_events(&first);
+            let events = first.metering_events();
             (events.len() as u64 > ROOM).then_some(events)
         },
     );

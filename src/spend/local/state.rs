@@ -76,7 +76,7 @@ impl State {
         limits: &LocalLimits,
         ops: &mut Vec<Op>,
     ) -> Result<ReserveOutcome, SpendError> {
-        validate_request(req, limits)?;
+        req.check(limits.resource_bytes_max, limits.hold_policies_max)?;
         if self.holds.contains_key(&req.hold_id) {
             return Err(SpendError::DuplicateHold(req.hold_id));
         }
@@ -381,30 +381,6 @@ impl State {
     }
 }
 
-fn validate_request(req: &ReserveRequest, limits: &LocalLimits) -> Result<(), SpendError> {
-    if req.expires_at <= req.now {
-        return Err(SpendError::Invalid(format!(
-            "hold expires at {} which is not after now ({})",
-            req.expires_at, req.now
-        )));
-    }
-    if req.resource.len() > limits.resource_bytes_max {
-        return Err(SpendError::Invalid(format!(
-            "resource name longer than {} bytes",
-            limits.resource_bytes_max
-        )));
-    }
-    let active = req.policies.iter().filter(|p| p.spec.active).count();
-    if active > limits.hold_policies_max {
-        return Err(SpendError::Invalid(format!(
-            "{active} active policies on the chain; at most {} per hold",
-            limits.hold_policies_max
-        )));
-    }
-    Ok(())
-}
-
-/// The bucket at `now` of each active policy, in the decision's evaluation order, each policy once.
 fn charged_buckets(
     decision: &Decision,
     policies: &[BudgetPolicy],

@@ -335,33 +335,11 @@ fn policy_args(
     Ok((keys, args, charged))
 }
 
-fn validate(req: &ReserveRequest, limits: &RedisLimits) -> Result<(), SpendError> {
-    if req.expires_at <= req.now {
-        return Err(SpendError::Invalid(format!(
-            "hold expires at {} which is not after now ({})",
-            req.expires_at, req.now
-        )));
-    }
-    if req.resource.len() > limits.resource_bytes_max {
-        return Err(SpendError::Invalid(format!(
-            "resource name longer than {} bytes",
-            limits.resource_bytes_max
-        )));
-    }
-    let active = req.policies.iter().filter(|p| p.spec.active).count();
-    if active > limits.hold_policies_max {
-        return Err(SpendError::Invalid(format!(
-            "{active} active policies on the chain; at most {} per hold",
-            limits.hold_policies_max
-        )));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl SpendCache for RedisSpend {
     async fn reserve(&self, req: ReserveRequest) -> Result<ReserveOutcome, SpendError> {
-        validate(&req, &self.limits)?;
+        let limits = &self.limits;
+        req.check(limits.resource_bytes_max, limits.hold_policies_max)?;
         let zero = zero_usages(&req);
         let estimate = req.estimate.micros.max(Micros::ZERO);
         let order = decide(&req.chain, &zero, &req.resource, req.estimate);

@@ -66,6 +66,18 @@ impl Gateway {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Every MeteringEvent on the log, read through the admin API (this process must run the
+    /// admin role), oldest first per partition.
+    pub fn metering_events(&self) -> Vec<serde_json::Value> {
+        let url = self
+            .server
+            .admin_url("/v1/events/caracal.metering.events?limit=10000");
+        let auth = [("Authorization", "Bearer gateway-test-admin-token")];
+        let response = request("GET", &url, &auth, None);
+        assert_eq!(response.status, 200, "{}", response.body);
+        response.json().as_array().cloned().unwrap_or_default()
+    }
+
     /// `caracal_reservations_open` on the telemetry listener, when exported.
     pub fn reservations_open(&self) -> Option<f64> {
         let metrics = request("GET", &self.server.telemetry_url("/metrics"), &[], None).body;

@@ -22,6 +22,13 @@ const READY_DEADLINE: Duration = Duration::from_secs(30);
 /// Poll interval while waiting for a condition.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
+/// The Python of the venv `scripts/test.sh` prepares with the official clients.
+pub fn python() -> String {
+    std::env::var("CARACAL_PYTHON").unwrap_or_else(|_| {
+        panic!("CARACAL_PYTHON is not set: run the suite with scripts/test.sh, which prepares .venv with the SDKs")
+    })
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_caracal")
 }
