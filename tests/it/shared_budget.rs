@@ -162,3 +162,40 @@ fn a_tls_redis_with_a_password_serves_and_an_unknown_ca_is_a_clear_error() {
         "the password reached the error"
     );
 }
+
+#[test]
+fn with_redis_down_the_gateway_refuses_at_once_and_forwards_nothing_then_recovers() {
+    let mut redis = RedisServer::start();
+    let mock = Mock::start(&[]);
+    let port = redis.port.to_string();
+    let settings = [
+        ("CARACAL_REDIS__HOST", "127.0.0.1"),
+        ("CARACAL_REDIS__PORT", port.as_str()),
+        ("CARACAL_REDIS__COMMANDTIMEOUTMS", "300"),
+    ];
+    let env = gateway_env(&mock, &settings);
+    let t = tree(&env, "10.00", "5.00");
+    let gw = Gateway::start(env);
+    let body = json!({"model": "mock-gpt", "max_tokens": 8,
+                      "messages": [{"role": "user", "content": "hello"}]})
+    .to_string();
+    let call = || gw.post("/openai/v1/chat/completions", &t.key, &body);
+    assert_eq!(call().status, 200);
+
+    redis.stop();
+    let started = std::time::Instant::now();
+    let refused = call();
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "dependency_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(mock.requests(), 1, "a refused call reached the upstream");
+
+    redis.start_again();
+    wait_for("traffic to resume", Duration::from_secs(30), || {
+        (call().status == 200).then_some(())
+    });
+}

@@ -44,6 +44,20 @@ impl RedisServer {
         RedisServer::start_with(port, &args)
     }
 
+    /// Stops the server (its data is gone: no persistence).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A new, empty server on the same port.
+    pub fn start_again(&mut self) {
+        self.stop();
+        let port = self.port;
+        let again = RedisServer::start_with(port, &["--port", &port.to_string()]);
+        *self = again;
+    }
+
     fn start_with(port: u16, args: &[&str]) -> RedisServer {
         let dir = TempDir::new();
         let child = Command::new("redis-server")
@@ -82,7 +96,6 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
