@@ -81,7 +81,7 @@ fn three_gateways_on_one_redis_let_exactly_the_affordable_calls_through() {
     assert_eq!(total, 300_000, "the parent's 0.30 exactly");
 
     // A replica killed -9 with a call in flight: a surviving replica charges its hold once.
-    let [first, _second, third] = gateways;
+    let [first, second, third] = gateways;
     let other = tree(&env, "10.00", "5.00");
     let auth = format!("Bearer {}", other.key);
     let body = json!({"model": "mock-flat", "max_tokens": 8,
@@ -112,6 +112,28 @@ fn three_gateways_on_one_redis_let_exactly_the_affordable_calls_through() {
     assert_eq!(last["cost_micros"], 10_000);
     assert_eq!(last["metadata"]["settled_by"], "expiry");
     drop(in_flight);
+
+    // An admin change reaches every replica within a second or two, caches warm or not.
+    let quick = json!({"model": "mock-flat", "max_tokens": 8,
+                       "messages": [{"role": "user", "content": "warm"}]})
+    .to_string();
+    for gw in [&first, &second] {
+        let warm = gw.post("/openai/v1/chat/completions", &other.key, &quick);
+        assert_eq!(warm.status, 200, "{}", warm.body);
+    }
+    env.cli(&["agent", "suspend", &other.parent, "--reason", "runaway"])
+        .ok();
+    for gw in [&first, &second] {
+        let refused = wait_for(
+            "the suspension on every replica",
+            Duration::from_secs(3),
+            || {
+                let r = gw.post("/openai/v1/chat/completions", &other.key, &quick);
+                (r.status == 403).then_some(r)
+            },
+        );
+        assert_eq!(refused.json()["error"]["code"], "agent_suspended");
+    }
 }
 
 #[test]
