@@ -25,6 +25,17 @@ pids+=($mock_pid)
 for _ in $(seq 100); do grep -q "listening on" "$work/mock.out" 2>/dev/null && break; sleep 0.05; done
 mock=$(sed -n 's/^listening on //p' "$work/mock.out")
 
+# CARACAL_BENCH_REDIS=1: the gateway reserves in a real Redis (a redis-server of this run)
+# instead of its in-process spend cache.
+redis_yaml=""
+if [ -n "${CARACAL_BENCH_REDIS:-}" ]; then
+  redis_port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" > "$work/redis.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  redis_yaml="redis: {host: 127.0.0.1, port: $redis_port}"
+fi
+
 gw_port=$(free_port)
 telemetry_port=$(free_port)
 cat > "$work/caracal.yaml" <<YAML
@@ -35,6 +46,7 @@ gateway:
   service: {httpsPort: $gw_port}
   routes:
     - {prefix: /openai, upstream: "http://$mock", provider: openai, credentialEnv: BENCH_PROVIDER_KEY}
+$redis_yaml
 YAML
 export BENCH_PROVIDER_KEY=sk-bench
 c="$bin --config $work/caracal.yaml"
