@@ -150,7 +150,8 @@ impl RelayBody {
         }
     }
 
-    /// Settles the call (once): a result of a 2xx answer is a completed call; a JSON-RPC error
+    /// Settles the call (once): a result of a 2xx answer is a completed call (even when the
+    /// client closes the stream right after reading it); a JSON-RPC error
     /// or an error status charges nothing; a stream that ended unanswered (the client
     /// cancelled, or the server gave up) is charged as abandoned.
     fn finish(&mut self, outcome: Outcome) {
@@ -159,6 +160,11 @@ impl RelayBody {
         };
         let answer = metered.watch.answer();
         let success = (200..300).contains(&metered.status);
+        // A client that closes the stream once it has the answer (the SDK does) completed it.
+        let outcome = match (outcome, answer) {
+            (Outcome::ClientDisconnected, Some(_)) => Outcome::Completed,
+            (other, _) => other,
+        };
         let outcome = match (outcome, answer) {
             (Outcome::Completed, Some(Answer::Result)) if success => {
                 metered.pending.answered(metered.status);

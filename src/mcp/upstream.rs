@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn the_agents_credential_never_goes_upstream_and_the_servers_does() {
         let mut config = McpServer::template();
-        config.credential = Some(crate::config::Secret::new("srv-secret".into()));
+        config.credential = Some(crate::config::Secret::new("srv-secret"));
         let server = Server::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
         let mut client = HeaderMap::new();
         client.insert(AUTHORIZATION, HeaderValue::from_static("Bearer cak_agent"));

@@ -5,6 +5,7 @@
 
 pub mod events;
 pub mod gateway;
+pub mod mcp;
 pub mod mock;
 pub mod postgres;
 pub mod redis;
