@@ -75,7 +75,10 @@ static GLOBAL_HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLoc
 
 /// The process's metrics in Prometheus text; empty before `init_metrics`.
 pub fn render_metrics() -> String {
-    GLOBAL_HANDLE.get().map(PrometheusHandle::render).unwrap_or_default()
+    GLOBAL_HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
 }
 
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;

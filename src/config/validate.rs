@@ -230,9 +230,18 @@ fn services(c: &Config) -> Checked {
         ("mcpAdapter.bodyBytesMax", mcp.body_bytes_max as u64),
         ("mcpAdapter.responseBytesMax", mcp.response_bytes_max as u64),
         ("mcpAdapter.streamBytesMax", mcp.stream_bytes_max),
-        ("mcpAdapter.sseEventBytesMax", mcp.sse_event_bytes_max as u64),
-        ("mcpAdapter.requestTimeoutSeconds", mcp.request_timeout_seconds),
-        ("mcpAdapter.maxConcurrentRequests", mcp.max_concurrent_requests),
+        (
+            "mcpAdapter.sseEventBytesMax",
+            mcp.sse_event_bytes_max as u64,
+        ),
+        (
+            "mcpAdapter.requestTimeoutSeconds",
+            mcp.request_timeout_seconds,
+        ),
+        (
+            "mcpAdapter.maxConcurrentRequests",
+            mcp.max_concurrent_requests,
+        ),
     ] {
         if value == 0 {
             return fail(key, "must be greater than 0");

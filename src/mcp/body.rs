@@ -42,7 +42,12 @@ enum WatchMode {
 }
 
 impl AnswerWatch {
-    pub fn new(id: Value, content_type: &str, event_bytes_max: usize, json_bytes_max: usize) -> Self {
+    pub fn new(
+        id: Value,
+        content_type: &str,
+        event_bytes_max: usize,
+        json_bytes_max: usize,
+    ) -> Self {
         let mode = if content_type.starts_with("text/event-stream") {
             WatchMode::Sse(Box::new(SseParser::new(event_bytes_max)))
         } else {
@@ -232,7 +237,9 @@ impl Body for RelayBody {
             }
             Poll::Pending => {
                 let expired = match &mut this.idle {
-                    Some((timeout, sleep)) => sleep.as_mut().poll(cx).is_ready().then_some(*timeout),
+                    Some((timeout, sleep)) => {
+                        sleep.as_mut().poll(cx).is_ready().then_some(*timeout)
+                    }
                     None => None,
                 };
                 match expired {

@@ -179,7 +179,12 @@ mod tests {
     #[test]
     fn every_error_has_a_status_a_code_and_a_json_rpc_body() {
         let cases = [
-            (McpError::HeaderMismatch("x".into()), 400, -32020, "header_mismatch"),
+            (
+                McpError::HeaderMismatch("x".into()),
+                400,
+                -32020,
+                "header_mismatch",
+            ),
             (
                 McpError::Refused(Refusal::Unauthenticated("no")),
                 401,
@@ -196,7 +201,12 @@ mod tests {
                 -32003,
                 "budget_exceeded",
             ),
-            (McpError::PayloadTooLarge(1), 413, -32600, "payload_too_large"),
+            (
+                McpError::PayloadTooLarge(1),
+                413,
+                -32600,
+                "payload_too_large",
+            ),
             (McpError::Overloaded, 503, -32005, "overloaded"),
             (McpError::SessionNotFound, 404, -32006, "session_not_found"),
         ];

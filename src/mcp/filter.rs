@@ -17,7 +17,11 @@ fn filter_message(message: &mut Value, allowed: &dyn Fn(&str) -> bool) -> usize 
         return 0;
     };
     let before = tools.len();
-    tools.retain(|tool| tool.get("name").and_then(Value::as_str).is_some_and(allowed));
+    tools.retain(|tool| {
+        tool.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(allowed)
+    });
     before - tools.len()
 }
 
@@ -99,7 +103,10 @@ mod tests {
             .unwrap_or_else(|| panic!("unreadable"));
         assert_eq!(removed, 1);
         let text = String::from_utf8_lossy(&out);
-        assert!(text.contains("\"search\"") && !text.contains("\"x\""), "{text}");
+        assert!(
+            text.contains("\"search\"") && !text.contains("\"x\""),
+            "{text}"
+        );
         assert!(filter_tools_list(body, "text/event-stream", 16, &only_search).is_none());
     }
 }

@@ -186,7 +186,10 @@ async fn send(
         &ctx.correlation_id,
         ctx.body.clone(),
     );
-    let sent = tokio::time::timeout(adapter.limits.request_timeout, adapter.client.request(request));
+    let sent = tokio::time::timeout(
+        adapter.limits.request_timeout,
+        adapter.client.request(request),
+    );
     match sent.await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err((
@@ -198,7 +201,11 @@ async fn send(
 }
 
 /// The client's view of the server's response head (session sealed for this agent).
-fn head(adapter: &McpAdapter, ctx: &RequestCtx<'_>, upstream: &hyper::http::response::Parts) -> Response<()> {
+fn head(
+    adapter: &McpAdapter,
+    ctx: &RequestCtx<'_>,
+    upstream: &hyper::http::response::Parts,
+) -> Response<()> {
     let mut response = Response::new(());
     *response.status_mut() = upstream.status;
     *response.headers_mut() = upstream::response_headers(&upstream.headers, |session| {
@@ -216,10 +223,18 @@ async fn pass(
     ctx: RequestCtx<'_>,
     idle: Option<std::time::Duration>,
 ) -> Result<Response<McpBody>, Failed> {
-    let upstream = send(adapter, &ctx).await.map_err(|(e, _)| Failed(e, None))?;
+    let upstream = send(adapter, &ctx)
+        .await
+        .map_err(|(e, _)| Failed(e, None))?;
     let (parts, body) = upstream.into_parts();
     let (head, ()) = head(adapter, &ctx, &parts).into_parts();
-    let relay = RelayBody::new(body, idle, adapter.limits.stream_bytes_max, None, Some(ctx.permit));
+    let relay = RelayBody::new(
+        body,
+        idle,
+        adapter.limits.stream_bytes_max,
+        None,
+        Some(ctx.permit),
+    );
     Ok(Response::from_parts(head, boxed(relay)))
 }
 
@@ -237,7 +252,12 @@ async fn call_tool(
     let content_type = header_text(&parts.headers, CONTENT_TYPE);
     let limits = &adapter.limits;
     let id = inbound.id.clone().unwrap_or(Value::Null);
-    let watch = AnswerWatch::new(id, content_type, limits.sse_event_bytes_max, limits.response_bytes_max);
+    let watch = AnswerWatch::new(
+        id,
+        content_type,
+        limits.sse_event_bytes_max,
+        limits.response_bytes_max,
+    );
     let metered = Metered {
         pending,
         watch,
@@ -346,7 +366,10 @@ async fn list_tools(
 }
 
 fn header_text(headers: &HeaderMap, name: hyper::header::HeaderName) -> &str {
-    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 fn boxed(body: RelayBody) -> McpBody {

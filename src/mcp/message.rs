@@ -191,7 +191,10 @@ mod tests {
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
-            map.append(*k, HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{e}")));
+            map.append(
+                *k,
+                HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{e}")),
+            );
         }
         map
     }

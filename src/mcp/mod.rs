@@ -120,7 +120,11 @@ pub async fn handle(
         }
         "/ready" => {
             let (body, ok) = crate::telemetry::run_checks(&adapter.admission.ready_checks()).await;
-            let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             return forward::own(crate::http::json(status, &body));
         }
         "/metrics" => {
@@ -139,11 +143,20 @@ pub async fn handle(
         Ok(response) => (response, "allow"),
         Err(forward::Failed(e, id)) => refused(e, id.as_ref()),
     };
-    let status = if response.status().is_server_error() { "error" } else { "ok" };
-    let route = if adapter.servers.contains_key(&server) { server } else { "none".into() };
+    let status = if response.status().is_server_error() {
+        "error"
+    } else {
+        "ok"
+    };
+    let route = if adapter.servers.contains_key(&server) {
+        server
+    } else {
+        "none".into()
+    };
     metrics::counter!("caracal_mcp_requests_total", "status" => status, "server" => route, "decision" => decision)
         .increment(1);
-    metrics::histogram!("caracal_mcp_response_header_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("caracal_mcp_response_header_seconds")
+        .record(started.elapsed().as_secs_f64());
     response
 }
 

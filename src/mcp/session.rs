@@ -66,7 +66,10 @@ impl SessionKey {
     pub fn seal(&self, server: &str, agent: AgentId, upstream: &str) -> String {
         let payload = URL_SAFE_NO_PAD.encode(upstream.as_bytes());
         let tag = hmac::sign(&self.0, signed_bytes(server, agent, &payload).as_bytes());
-        format!("{PREFIX}.{payload}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+        format!(
+            "{PREFIX}.{payload}.{}",
+            URL_SAFE_NO_PAD.encode(tag.as_ref())
+        )
     }
 
     /// The upstream session id inside `token`, if it was sealed by this key for this server and
@@ -78,7 +81,12 @@ impl SessionKey {
             return None;
         }
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        hmac::verify(&self.0, signed_bytes(server, agent, payload).as_bytes(), &tag).ok()?;
+        hmac::verify(
+            &self.0,
+            signed_bytes(server, agent, payload).as_bytes(),
+            &tag,
+        )
+        .ok()?;
         String::from_utf8(URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
     }
 }
@@ -126,7 +134,10 @@ mod tests {
         let key = SessionKey::from_bytes(&[7u8; 32]);
         let (alice, bob) = (AgentId(Uuid::now_v7()), AgentId(Uuid::now_v7()));
         let token = key.seal("search", alice, "abc-123");
-        assert_eq!(key.open(&token, "search", alice).as_deref(), Some("abc-123"));
+        assert_eq!(
+            key.open(&token, "search", alice).as_deref(),
+            Some("abc-123")
+        );
         assert_eq!(key.open(&token, "search", bob), None);
         assert_eq!(key.open(&token, "files", alice), None);
         let other = SessionKey::from_bytes(&[8u8; 32]);

@@ -73,12 +73,13 @@ pub enum ServerError {
 
 impl Server {
     pub fn from_config(config: &McpServer) -> Result<Server, ServerError> {
-        let uri = config.url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
-            ServerError::Url {
+        let uri = config
+            .url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| ServerError::Url {
                 name: config.name.clone(),
                 error: e.to_string(),
-            }
-        })?;
+            })?;
         let credential = match config.credential() {
             None => None,
             Some(secret) => {
@@ -156,9 +157,7 @@ pub fn response_headers(upstream: &HeaderMap, seal: impl FnOnce(&str) -> String)
             headers.insert(name.clone(), value.clone());
         }
     }
-    let session = upstream
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let session = upstream.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
     if let Some(sealed) = session.map(seal) {
         if let Ok(value) = HeaderValue::from_str(&sealed) {
             headers.insert(SESSION_HEADER, value);

@@ -21,15 +21,17 @@ pub struct McpServer {
 }
 
 impl McpServer {
-    pub async fn prepare(config: &Config, admission: Arc<Admission>) -> Result<McpServer, ServeError> {
+    pub async fn prepare(
+        config: &Config,
+        admission: Arc<Admission>,
+    ) -> Result<McpServer, ServeError> {
         let adapter = McpAdapter::new(&config.mcp_adapter, &config.data_dir, admission)
             .map_err(|e| ServeError::Config(e.to_string()))?;
-        let (tls, client_trust) = match tls::acceptor(&config.gateway)
-            .map_err(|e| ServeError::Config(e.to_string()))?
-        {
-            Some(t) => (Some(t.acceptor), t.client_trust),
-            None => (None, None),
-        };
+        let (tls, client_trust) =
+            match tls::acceptor(&config.gateway).map_err(|e| ServeError::Config(e.to_string()))? {
+                Some(t) => (Some(t.acceptor), t.client_trust),
+                None => (None, None),
+            };
         let addr = config.mcp_addr();
         let listener = http::bind(addr).await?;
         let scheme = if tls.is_some() { "https" } else { "http" };

@@ -47,10 +47,14 @@ fn modern_call(port: u16, key: &str, tool: &str, mcp_name: &str, arguments: Valu
 }
 
 fn wait_events(server: &crate::harness::Server, count: usize) -> Vec<Value> {
-    wait_for(&format!("{count} metering events"), Duration::from_secs(30), || {
-        let events = metering_events(server);
-        (events.len() >= count).then_some(events)
-    })
+    wait_for(
+        &format!("{count} metering events"),
+        Duration::from_secs(30),
+        || {
+            let events = metering_events(server);
+            (events.len() >= count).then_some(events)
+        },
+    )
 }
 
 #[test]
@@ -58,7 +62,11 @@ fn the_sdk_discovers_calls_streams_and_is_charged_exactly_through_the_adapter_at
     let upstream = Upstream::start();
     let (env, port) = mcp_env(&upstream, Env::new());
     price_tools(&env);
-    let allow = ["mcp:tools/search", "mcp:tools/fetch_page", "mcp:tools/slow_*"];
+    let allow = [
+        "mcp:tools/search",
+        "mcp:tools/fetch_page",
+        "mcp:tools/slow_*",
+    ];
     let (_, key) = agent(&env, "bot", "10.00", &allow);
     let (_, poor) = agent(&env, "poor", "0.005", &[]);
     let server = env.serve(&["--role", "mcp", "--role", "admin"]);
@@ -66,24 +74,52 @@ fn the_sdk_discovers_calls_streams_and_is_charged_exactly_through_the_adapter_at
     for (mode, version) in MODES.iter().zip(["2025-11-25", "2026-07-28"]) {
         let out = sdk(&["calls", &endpoint(port), &key, &poor, mode], &server);
         assert_eq!(out["protocol_version"], version, "{out}");
-        assert_eq!(out["tools"], json!(["fetch_page", "search", "slow_report"]), "{mode}");
+        assert_eq!(
+            out["tools"],
+            json!(["fetch_page", "search", "slow_report"]),
+            "{mode}"
+        );
         assert_eq!(out["search"], "results for lynx", "{mode}");
-        assert_eq!(out["slow_report"]["text"], "report done in 3 steps", "{mode}");
-        assert_eq!(out["slow_report"]["progress"], json!([1.0, 2.0, 3.0]), "{mode}");
+        assert_eq!(
+            out["slow_report"]["text"], "report done in 3 steps",
+            "{mode}"
+        );
+        assert_eq!(
+            out["slow_report"]["progress"],
+            json!([1.0, 2.0, 3.0]),
+            "{mode}"
+        );
         assert_eq!(out["resource"], "caracal test readme", "{mode}");
         assert_eq!(out["prompt"], "Say hello to Ada.", "{mode}");
         assert_eq!(out["not_allowed"]["raised"], "MCPError", "{mode}: {out}");
         assert_eq!(out["not_allowed"]["code"], -32003, "{mode}");
-        assert_eq!(out["not_allowed"]["data"]["code"], "resource_not_allowed", "{mode}");
+        assert_eq!(
+            out["not_allowed"]["data"]["code"], "resource_not_allowed",
+            "{mode}"
+        );
         assert_eq!(out["over_budget"]["raised"], "MCPError", "{mode}: {out}");
-        assert_eq!(out["over_budget"]["data"]["code"], "budget_exceeded", "{mode}");
+        assert_eq!(
+            out["over_budget"]["data"]["code"], "budget_exceeded",
+            "{mode}"
+        );
     }
 
     // The refused calls never reached the server; the agent's key never did either.
     let stats = upstream.stats();
-    assert_eq!(stats["calls"]["delete_all"].as_i64().unwrap_or(0), 0, "{stats}");
-    assert_eq!(stats["calls"]["search"], 2, "the over-budget search reached the server: {stats}");
-    assert_eq!(stats["credentials"], json!([format!("Bearer {UPSTREAM_TOKEN}")]), "{stats}");
+    assert_eq!(
+        stats["calls"]["delete_all"].as_i64().unwrap_or(0),
+        0,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["calls"]["search"], 2,
+        "the over-budget search reached the server: {stats}"
+    );
+    assert_eq!(
+        stats["credentials"],
+        json!([format!("Bearer {UPSTREAM_TOKEN}")]),
+        "{stats}"
+    );
     assert_eq!(stats["unauthorized"], 0);
 
     let events = wait_events(&server, 6);
@@ -96,7 +132,10 @@ fn the_sdk_discovers_calls_streams_and_is_charged_exactly_through_the_adapter_at
         assert_eq!(event["outcome"], "COMPLETED");
         assert_eq!(event["estimated"], false);
         let resource = event["resource"].as_str().unwrap().to_owned();
-        charged.entry(resource).or_default().push(event["cost_micros"].as_i64().unwrap());
+        charged
+            .entry(resource)
+            .or_default()
+            .push(event["cost_micros"].as_i64().unwrap());
     }
     let expect = BTreeMap::from([
         ("tools/fetch_page".to_owned(), vec![FETCH_PAGE; 2]),
@@ -124,7 +163,11 @@ fn a_spoofed_mcp_name_is_refused_with_400_and_never_forwarded() {
     // The same call with an honest header goes through and is charged the body's tool.
     let honest = modern_call(port, &key, "fetch_page", "fetch_page", args);
     assert_eq!(honest.status, 200, "{}", honest.body);
-    assert!(honest.body.contains("<html>https://example.com</html>"), "{}", honest.body);
+    assert!(
+        honest.body.contains("<html>https://example.com</html>"),
+        "{}",
+        honest.body
+    );
     assert_eq!(upstream.calls("fetch_page"), 1);
     let events = wait_events(&server, 1);
     assert_eq!(events.len(), 1, "{events:#?}");
@@ -148,7 +191,13 @@ fn a_thousand_concurrent_calls_against_a_budget_for_exactly_n_reach_the_server_n
             let (key, barrier) = (key.clone(), std::sync::Arc::clone(&barrier));
             std::thread::spawn(move || {
                 barrier.wait();
-                modern_call(port, &key, "echo", "echo", json!({"text": format!("call {i}")}))
+                modern_call(
+                    port,
+                    &key,
+                    "echo",
+                    "echo",
+                    json!({"text": format!("call {i}")}),
+                )
             })
         })
         .collect();
@@ -159,9 +208,16 @@ fn a_thousand_concurrent_calls_against_a_budget_for_exactly_n_reach_the_server_n
         .filter(|r| r.status == 403 && r.json()["error"]["data"]["code"] == "budget_exceeded")
         .count() as i64;
     assert_eq!((answered, denied), (AFFORDABLE, CALLS as i64 - AFFORDABLE));
-    assert_eq!(upstream.calls("echo"), AFFORDABLE, "calls that reached the server");
+    assert_eq!(
+        upstream.calls("echo"),
+        AFFORDABLE,
+        "calls that reached the server"
+    );
     let events = wait_events(&server, AFFORDABLE as usize);
-    let total: i64 = events.iter().map(|e| e["cost_micros"].as_i64().unwrap()).sum();
+    let total: i64 = events
+        .iter()
+        .map(|e| e["cost_micros"].as_i64().unwrap())
+        .sum();
     assert_eq!((events.len() as i64, total), (AFFORDABLE, 25_000));
 }
 
@@ -180,15 +236,20 @@ fn a_client_that_cancels_a_slow_call_is_charged_once_and_its_hold_released() {
         assert_eq!(events.len(), round + 1, "{mode}: {events:#?}");
         let event = &events[round];
         assert_eq!(event["resource"], "tools/slow_report", "{mode}");
-        assert_eq!(event["cost_micros"], SLOW_REPORT, "{mode}: charged once, its price");
+        assert_eq!(
+            event["cost_micros"], SLOW_REPORT,
+            "{mode}: charged once, its price"
+        );
         assert_eq!(event["outcome"], "CLIENT_DISCONNECTED", "{mode}");
         wait_for("the hold to be released", Duration::from_secs(10), || {
             (reservations_open(port) == 0.0).then_some(())
         });
         // The server stops the report: closing the stream (or the cancel notice) reached it.
-        wait_for("the upstream to cancel the report", Duration::from_secs(10), || {
-            (upstream.stats()["slow"]["cancelled"] == json!(round + 1)).then_some(())
-        });
+        wait_for(
+            "the upstream to cancel the report",
+            Duration::from_secs(10),
+            || (upstream.stats()["slow"]["cancelled"] == json!(round + 1)).then_some(()),
+        );
     }
     assert_eq!(upstream.stats()["slow"]["completed"], 0);
 }
@@ -200,9 +261,16 @@ fn a_2025_11_25_session_opened_through_one_replica_continues_through_another() {
     let database = pg.create_database(None);
     let shared = crate::harness::TempDir::new();
     let key_file = shared.path().join("session-key");
-    std::fs::write(&key_file, "a shared session key of at least thirty-two bytes").unwrap();
+    std::fs::write(
+        &key_file,
+        "a shared session key of at least thirty-two bytes",
+    )
+    .unwrap();
     let replica = |env: Env| {
-        let mut env = env.with("CARACAL_MCPADAPTER__SESSIONKEYFILE", &key_file.display().to_string());
+        let mut env = env.with(
+            "CARACAL_MCPADAPTER__SESSIONKEYFILE",
+            &key_file.display().to_string(),
+        );
         for (k, v) in pg.env_vars(&database) {
             env = env.with(&k, &v);
         }

@@ -36,7 +36,11 @@ impl Upstream {
     pub fn start() -> Upstream {
         let port = free_port();
         let child = Command::new(python())
-            .args([&script("mcp_upstream.py"), &port.to_string(), UPSTREAM_TOKEN])
+            .args([
+                &script("mcp_upstream.py"),
+                &port.to_string(),
+                UPSTREAM_TOKEN,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -96,18 +100,38 @@ pub fn price_tools(env: &Env) {
         ("delete_all", "1.00"),
     ] {
         let model = format!("tools/{tool}");
-        env.cli(&["pricebook", "set", "--provider", "mcp", "--model", &model, "--per-call", price])
-            .ok();
+        env.cli(&[
+            "pricebook",
+            "set",
+            "--provider",
+            "mcp",
+            "--model",
+            &model,
+            "--per-call",
+            price,
+        ])
+        .ok();
     }
 }
 
 /// An agent with one daily policy of `limit`, allowed `allow` globs, and its key.
 pub fn agent(env: &Env, name: &str, limit: &str, allow: &[&str]) -> (String, String) {
-    let id = env.cli(&["agent", "create", "--name", name, "--output", "json"]).json()["id"]
+    let id = env
+        .cli(&["agent", "create", "--name", name, "--output", "json"])
+        .json()["id"]
         .as_str()
         .unwrap_or_else(|| panic!("no id"))
         .to_owned();
-    let mut args = vec!["policy", "create", "--agent-id", &id, "--limit", limit, "--time-window", "daily"];
+    let mut args = vec![
+        "policy",
+        "create",
+        "--agent-id",
+        &id,
+        "--limit",
+        limit,
+        "--time-window",
+        "daily",
+    ];
     for glob in allow {
         args.extend(["--allow", glob]);
     }
@@ -131,7 +155,13 @@ pub fn metering_events(server: &Server) -> Vec<serde_json::Value> {
 
 /// `caracal_reservations_open` on the adapter's own `/metrics`.
 pub fn reservations_open(port: u16) -> f64 {
-    let metrics = request("GET", &format!("http://127.0.0.1:{port}/metrics"), &[], None).body;
+    let metrics = request(
+        "GET",
+        &format!("http://127.0.0.1:{port}/metrics"),
+        &[],
+        None,
+    )
+    .body;
     metrics
         .lines()
         .find(|l| l.starts_with("caracal_reservations_open "))
@@ -153,6 +183,10 @@ pub fn sdk(args: &[&str], server: &Server) -> serde_json::Value {
         String::from_utf8_lossy(&output.stderr),
         server.log()
     );
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("SDK output is not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "SDK output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }
