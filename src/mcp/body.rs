@@ -270,6 +270,7 @@ impl Drop for RelayBody {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -173,6 +173,7 @@ fn deny_message(reason: DenyReason) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
 

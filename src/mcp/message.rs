@@ -174,6 +174,7 @@ pub fn decode_header_value(value: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
     use hyper::header::HeaderValue;

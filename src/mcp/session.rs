@@ -125,6 +125,7 @@ fn create_key_file(path: &Path) -> Result<(), SessionKeyError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
     use uuid::Uuid;

@@ -175,6 +175,7 @@ pub fn table(servers: &[McpServer]) -> Result<HashMap<String, Server>, ServerErr
 }
 
 #[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
 
