@@ -46,6 +46,40 @@ fn modern_call(port: u16, key: &str, tool: &str, mcp_name: &str, arguments: Valu
     )
 }
 
+/// One stateless `tools/call` of `echo` on an open connection; returns (status, body).
+fn raw_echo(mut stream: std::net::TcpStream, key: &str, i: usize) -> HttpResponse {
+    use std::io::{Read, Write};
+    let body = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": format!("call {i}")}, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}}})
+    .to_string();
+    let head = format!(
+        "POST /mcp/tools HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: echo\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (headers, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    HttpResponse {
+        status,
+        headers: headers.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
 fn wait_events(server: &crate::harness::Server, count: usize) -> Vec<Value> {
     wait_for(
         &format!("{count} metering events"),
@@ -190,14 +224,11 @@ fn a_thousand_concurrent_calls_against_a_budget_for_exactly_n_reach_the_server_n
         .map(|i| {
             let (key, barrier) = (key.clone(), std::sync::Arc::clone(&barrier));
             std::thread::spawn(move || {
+                // Connected first, then all sent at once: the race is for the budget, not for
+                // the listen queue.
+                let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
                 barrier.wait();
-                modern_call(
-                    port,
-                    &key,
-                    "echo",
-                    "echo",
-                    json!({"text": format!("call {i}")}),
-                )
+                raw_echo(stream, &key, i)
             })
         })
         .collect();
