@@ -11,6 +11,7 @@ pub mod core;
 pub mod embedded_db;
 pub mod http;
 pub mod ledger;
+pub mod mcp;
 pub mod mock;
 pub mod ops;
 pub mod roles;

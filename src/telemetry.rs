@@ -56,6 +56,7 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    let _ = GLOBAL_HANDLE.set(handle.clone());
     Ok(handle)
 }
 
@@ -66,6 +67,18 @@ static WARNINGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 /// the first call counts: a process has one configuration.
 pub fn set_warnings(warnings: Vec<String>) {
     let _ = WARNINGS.set(warnings);
+}
+
+/// The recorder installed by `init_metrics`, for listeners that also answer `/metrics` (the
+/// MCP adapter's port, as the seeds expect).
+static GLOBAL_HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+
+/// The process's metrics in Prometheus text; empty before `init_metrics`.
+pub fn render_metrics() -> String {
+    GLOBAL_HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
 }
 
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;

@@ -20,9 +20,11 @@ pub struct ServeCmd {
 pub async fn run(cmd: ServeCmd, config: Config) -> anyhow::Result<()> {
     let mut roles = crate::roles::select_roles(&cmd.role).map_err(anyhow::Error::msg)?;
     if cmd.role.is_empty() || cmd.role.iter().any(|r| r == "all") {
-        // `all` leaves out the consumers the config disables; naming one always runs it.
+        // `all` leaves out the consumers the config disables, and the MCP adapter when no
+        // server is configured (it would have nothing to serve); naming one always runs it.
         let consumers = &config.consumers;
         roles.retain(|role| match role {
+            Role::Mcp => !config.mcp_adapter.servers.is_empty(),
             Role::Ledger => consumers.ledger_writer.enabled,
             Role::Audit => consumers.audit_logger.enabled,
             Role::Metrics => consumers.metrics_aggregator.enabled,

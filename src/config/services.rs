@@ -21,6 +21,29 @@ pub struct McpAdapterConfig {
     pub listen_address: Option<IpAddr>,
     /// Upstream MCP servers whose tools are offered (as `server/tool`) and metered.
     pub servers: Vec<McpServer>,
+    /// Browser origins allowed to call the adapter (exact `scheme://host[:port]`). A request
+    /// carrying any other `Origin` header is refused (DNS-rebinding protection); requests without
+    /// one (SDKs, agents) are not affected. Default: none.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted, in bytes (default 4 MiB).
+    pub body_bytes_max: usize,
+    /// Largest upstream response read whole (a JSON answer, a `tools/list` being filtered), in
+    /// bytes (default 16 MiB).
+    pub response_bytes_max: usize,
+    /// Largest number of bytes one response stream may carry before the adapter ends it
+    /// (default 64 MiB; an SSE client reconnects).
+    pub stream_bytes_max: u64,
+    /// Largest single SSE event of a `tools/call` stream, in bytes (default 1 MiB).
+    pub sse_event_bytes_max: usize,
+    /// Seconds to wait for the upstream's response headers, and between two chunks of a
+    /// response (default 300: tools can be slow; never a cap on a healthy stream's length).
+    pub request_timeout_seconds: u64,
+    /// Requests in flight at most; over it: 503 with `Retry-After` (default 1000).
+    pub max_concurrent_requests: u64,
+    /// File holding the key (at least 32 bytes) that signs `Mcp-Session-Id` values. Every
+    /// replica must use the same key so a session continues through any of them. Unset: a key
+    /// kept in `dataDir/mcp-session-key` (made on first start, mode 0600).
+    pub session_key_file: Option<PathBuf>,
 }
 
 impl Default for McpAdapterConfig {
@@ -29,6 +52,14 @@ impl Default for McpAdapterConfig {
             port: 8080,
             listen_address: None,
             servers: Vec::new(),
+            allowed_origins: Vec::new(),
+            body_bytes_max: 4 * 1024 * 1024,
+            response_bytes_max: 16 * 1024 * 1024,
+            stream_bytes_max: 64 * 1024 * 1024,
+            sse_event_bytes_max: 1024 * 1024,
+            request_timeout_seconds: 300,
+            max_concurrent_requests: 1000,
+            session_key_file: None,
         }
     }
 }
@@ -46,6 +77,9 @@ pub struct McpServer {
     /// Name of the environment variable holding that credential. Only the MCP role needs it
     /// set (it refuses to start without it).
     pub credential_env: Option<String>,
+    /// Header that carries the credential, verbatim (e.g. `X-API-Key`). Unset: sent as
+    /// `Authorization: Bearer <credential>`.
+    pub credential_header: Option<String>,
     /// The credential read from `credentialFile` or `credentialEnv` at load time.
     #[serde(skip)]
     pub(crate) credential: Option<Secret>,
@@ -67,6 +101,7 @@ impl McpServer {
             url: "https://example.com".into(),
             credential_file: None,
             credential_env: None,
+            credential_header: None,
             credential: None,
             unresolved: None,
         }

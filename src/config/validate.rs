@@ -219,6 +219,33 @@ fn services(c: &Config) -> Checked {
             );
         }
         http_url(&server.url).or_else(|m| fail(key("url"), m))?;
+        if let Some(header) = &server.credential_header {
+            if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return fail(key("credentialHeader"), "must be an HTTP header name");
+            }
+        }
+    }
+    let mcp = &c.mcp_adapter;
+    for (key, value) in [
+        ("mcpAdapter.bodyBytesMax", mcp.body_bytes_max as u64),
+        ("mcpAdapter.responseBytesMax", mcp.response_bytes_max as u64),
+        ("mcpAdapter.streamBytesMax", mcp.stream_bytes_max),
+        (
+            "mcpAdapter.sseEventBytesMax",
+            mcp.sse_event_bytes_max as u64,
+        ),
+        (
+            "mcpAdapter.requestTimeoutSeconds",
+            mcp.request_timeout_seconds,
+        ),
+        (
+            "mcpAdapter.maxConcurrentRequests",
+            mcp.max_concurrent_requests,
+        ),
+    ] {
+        if value == 0 {
+            return fail(key, "must be greater than 0");
+        }
     }
     let ip = c.admin.listen_address;
     if !ip.is_loopback() && c.admin.token.is_none() {

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod db;
 pub mod gateway;
 pub mod ledger;
+pub mod mcp;
 
 use std::fmt;
 use std::str::FromStr;
@@ -66,7 +67,7 @@ impl Role {
     pub fn available(self) -> bool {
         matches!(
             self,
-            Role::Admin | Role::Gateway | Role::Ledger | Role::Audit
+            Role::Admin | Role::Gateway | Role::Mcp | Role::Ledger | Role::Audit
         )
     }
 }
@@ -274,8 +275,11 @@ fn log_limits(c: &crate::config::EmbeddedLogLimits) -> LocalBusLimits {
 pub struct Backends {
     pub stores: Stores,
     pub bus: Arc<dyn EventBus>,
-    /// Opened only when a role that reserves budget runs here (the gateway).
+    /// Opened only when a role that reserves budget runs here (gateway, mcp).
     pub spend: Option<Arc<dyn SpendCache>>,
+    /// The admission core, opened by the first role that reserves budget and shared by the
+    /// others (one set of caches, one live-hold set, one background sweeper per process).
+    admission: tokio::sync::OnceCell<Arc<crate::admission::Admission>>,
 }
 
 impl Backends {
@@ -286,7 +290,36 @@ impl Backends {
             true => Some(open_spend(config).await?),
             false => None,
         };
-        Ok(Backends { stores, bus, spend })
+        Ok(Backends {
+            stores,
+            bus,
+            spend,
+            admission: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The process's admission core: opened on first use, its background work (hold
+    /// extension, expiry, invalidation) started once.
+    pub async fn admission(
+        &self,
+        config: &Config,
+        shutdown: &Shutdown,
+    ) -> Result<Arc<crate::admission::Admission>, ServeError> {
+        let opened = self.admission.get_or_try_init(|| async {
+            let spend = self.spend.clone().ok_or_else(|| {
+                ServeError::Config("admission needs a spend cache, and none was opened".into())
+            })?;
+            let admission = crate::admission::Admission::open(
+                &config.gateway,
+                Arc::clone(&self.stores.store),
+                spend,
+                Arc::clone(&self.bus),
+            )
+            .await?;
+            tokio::spawn(Arc::clone(&admission).run_background(shutdown.clone()));
+            Ok::<_, ServeError>(admission)
+        });
+        Ok(Arc::clone(opened.await?))
     }
 
     /// The readiness of every backend this process opened.
@@ -346,19 +379,14 @@ pub async fn start(
             Started::new(role, admin.run(shutdown))
         }
         Role::Gateway => {
-            let spend = backends.spend.clone().ok_or_else(|| {
-                ServeError::Config("the gateway needs a spend cache, and none was opened".into())
-            })?;
-            let admission = crate::admission::Admission::open(
-                &config.gateway,
-                Arc::clone(&stores.store),
-                spend,
-                bus,
-            )
-            .await?;
-            tokio::spawn(Arc::clone(&admission).run_background(shutdown.clone()));
+            let admission = backends.admission(config, &shutdown).await?;
             let gateway = gateway::GatewayServer::prepare(config, admission).await?;
             Started::new(role, gateway.run(shutdown))
+        }
+        Role::Mcp => {
+            let admission = backends.admission(config, &shutdown).await?;
+            let mcp = mcp::McpServer::prepare(config, admission).await?;
+            Started::new(role, mcp.run(shutdown))
         }
         Role::Ledger => {
             let (ledger, leases) = (Arc::clone(&stores.ledger), Arc::clone(&stores.leases));
@@ -371,7 +399,7 @@ pub async fn start(
             let (audit, leases) = (Arc::clone(&stores.audit), Arc::clone(&stores.leases));
             Started::new(role, audit::prepare(config, audit, leases, bus, shutdown)?)
         }
-        Role::Mcp | Role::Metrics => {
+        Role::Metrics => {
             return Err(ServeError::Config(format!(
                 "role {role} is not implemented in this build yet"
             )))
@@ -392,10 +420,10 @@ pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
     // The outbox relay carries admin changes (CLI or API) to the bus: cache invalidation and
-    // the audit trail. One per process that serves admin or gateway.
+    // the audit trail. One per process that serves admin, gateway or mcp.
     if roles
         .iter()
-        .any(|r| matches!(r, Role::Admin | Role::Gateway))
+        .any(|r| matches!(r, Role::Admin | Role::Gateway | Role::Mcp))
     {
         let relay = crate::bus::relay::run(
             Arc::clone(&backends.stores.store),

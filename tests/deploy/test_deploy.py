@@ -61,7 +61,6 @@ SEED_ALERTS = ["HighErrorRate", "HighConsumerLag", "HighDLQSize", "MerkleVerific
 
 # Commands the chart deploys that this build does not run yet, with the binary's own refusal.
 NOT_IN_THIS_BUILD = {
-    ("serve", "--role", "mcp"): "role mcp is not implemented in this build yet",
     ("serve", "--role", "metrics"): "role metrics is not implemented in this build yet",
     ("kafka", "create-topics"): "Unrecognized argument: kafka",
 }

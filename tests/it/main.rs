@@ -18,6 +18,7 @@ mod gateway_auth;
 mod ledger;
 mod ledger_store;
 mod ledger_tamper;
+mod mcp;
 mod merkle_proof_python;
 mod mock_upstream;
 mod postgres_roles;

@@ -7,7 +7,7 @@ mod error;
 mod identity;
 mod meter;
 mod proxy;
-mod tls;
+pub(super) mod tls;
 mod upstream;
 
 use std::sync::Arc;
@@ -130,7 +130,7 @@ async fn handle(
         .routes
         .resolve(req.uri().path())
         .map_or_else(|| "none".to_owned(), |(r, _)| r.prefix.clone());
-    let identity = client_identity(&state, &conn);
+    let identity = client_identity(state.client_trust.as_deref(), &conn);
     let result = proxy::handle(Arc::clone(&state), req, identity).await;
     let (response, status, decision) = match result {
         Ok(response) => {
@@ -151,14 +151,17 @@ async fn handle(
 }
 
 /// What the connection's client certificate says (checked against the client CA once per
-/// connection).
-fn client_identity(state: &GatewayState, conn: &Conn) -> ClientIdentity {
-    match (conn.peer_certificates.as_deref(), &state.client_trust) {
+/// connection). Shared with the MCP role's listener.
+pub(super) fn client_identity(
+    trust: Option<&dyn rustls::server::danger::ClientCertVerifier>,
+    conn: &Conn,
+) -> ClientIdentity {
+    match (conn.peer_certificates.as_deref(), trust) {
         (None, _) | (Some([]), _) => ClientIdentity::Absent,
         (Some(chain), Some(trust))
             if *conn
                 .client_chain_trusted
-                .get_or_init(|| tls::client_trusted(trust.as_ref(), chain)) =>
+                .get_or_init(|| tls::client_trusted(trust, chain)) =>
         {
             identity::agent_of(chain).map_or(ClientIdentity::Unnamed, ClientIdentity::Named)
         }

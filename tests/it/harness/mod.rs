@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod events;
 pub mod gateway;
+pub mod mcp;
 pub mod mock;
 pub mod postgres;
 pub mod redis;
