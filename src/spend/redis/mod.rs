@@ -169,10 +169,7 @@ impl RedisSpend {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<Value, SpendError> {
-        script
-            .evalsha_with_reload(self.pool.next(), keys, args)
-            .await
-            .map_err(unavailable)
+        run_on(self.pool.next(), script, keys, args).await
     }
 
     /// The expiry index holding `root`'s holds.
@@ -182,15 +179,24 @@ impl RedisSpend {
     }
 
     async fn set_index(&self, key: &HoldKey, score_micros: i64) -> Result<(), SpendError> {
+        self.set_index_on(self.pool.next(), key, score_micros).await
+    }
+
+    /// Sets a hold's expiry index entry (0 removes it) on `client`: commands sent on one client
+    /// keep their order, so an entry written before a script that follows it on the same
+    /// client is written first, without waiting a round trip for it.
+    async fn set_index_on(
+        &self,
+        client: &fred::prelude::Client,
+        key: &HoldKey,
+        score_micros: i64,
+    ) -> Result<(), SpendError> {
         let member = format!("{}/{}", key.root_agent_id, key.hold_id);
         let args = vec![member, score_micros.to_string()];
-        self.run(
-            &self.scripts.index,
-            vec![self.index_key(key.root_agent_id)],
-            args,
-        )
-        .await
-        .map(drop)
+        let index = vec![self.index_key(key.root_agent_id)];
+        run_on(client, &self.scripts.index, index, args)
+            .await
+            .map(drop)
     }
 
     async fn read_hold(&self, key: &HoldKey) -> Result<Option<HoldInfo>, SpendError> {
@@ -226,6 +232,18 @@ impl RedisSpend {
             })
             .collect()
     }
+}
+
+async fn run_on(
+    client: &fred::prelude::Client,
+    script: &Script,
+    keys: Vec<String>,
+    args: Vec<String>,
+) -> Result<Value, SpendError> {
+    script
+        .evalsha_with_reload(client, keys, args)
+        .await
+        .map_err(unavailable)
 }
 
 /// Refuses a Redis whose eviction policy may drop holds or spend (any `allkeys-*`).
@@ -350,9 +368,6 @@ impl SpendCache for RedisSpend {
             root_agent_id: req.chain.root().id,
             hold_id: req.hold_id,
         };
-        // Indexed first: a crash after this leaves an index entry without a hold (dropped by
-        // the sweeper), never a hold that nothing would expire.
-        self.set_index(&key, micros(req.expires_at)).await?;
         let mut keys = vec![hold_key(&key)];
         keys.extend(policy_keys);
         let mut args = vec![
@@ -363,10 +378,24 @@ impl SpendCache for RedisSpend {
         args.extend(policy_args);
         args.extend(hold_fields(&req, estimate, &charged));
         debug_assert!(args.len() <= 3 + 5 * charged.len() + 2 * HOLD_FIELDS_MAX);
-        let reply = self
-            .run(&self.scripts.reserve, keys, args)
-            .await?
-            .into_array();
+        // The index entry is sent first on the same connection, pipelined with the script: a
+        // crash leaves at worst an index entry without a hold (dropped by the sweeper), never a
+        // hold that nothing would expire.
+        let client = self.pool.next();
+        let (indexed, reply) = tokio::join!(
+            self.set_index_on(client, &key, micros(req.expires_at)),
+            run_on(client, &self.scripts.reserve, keys, args)
+        );
+        let reply = reply?.into_array();
+        if let Err(e) = indexed {
+            if reply.first().and_then(Value::as_string).as_deref() == Some("ok") {
+                // Held but not indexed: never leave it so; void it and fail the call.
+                if let Err(void) = self.settle(&key, Micros::ZERO, req.now).await {
+                    tracing::error!(hold = %key, error = %void, "a hold without an expiry entry could not be voided");
+                }
+            }
+            return Err(e);
+        }
         let attempt = Attempt {
             req,
             key,
@@ -393,15 +422,21 @@ impl SpendCache for RedisSpend {
             exact("actual cost", actual.get())?,
             policy_prefix(hold.root_agent_id),
         ];
-        let reply = self
-            .run(&self.scripts.settle, vec![hold_key(hold)], args)
-            .await?
-            .into_array();
+        // The index entry goes after the script on the same connection (pipelined): a hold is
+        // never left without one; an entry left without a hold is dropped by the sweeper.
+        let client = self.pool.next();
+        let (reply, unindexed) = tokio::join!(
+            run_on(client, &self.scripts.settle, vec![hold_key(hold)], args),
+            self.set_index_on(client, hold, 0)
+        );
+        let reply = reply?.into_array();
         let reserved = match reply.first().and_then(Value::as_string).as_deref() {
             Some("ok") => reply.get(1).and_then(Value::as_i64).unwrap_or(0),
             _ => return Err(SpendError::HoldNotFound(hold.hold_id)),
         };
-        self.set_index(hold, 0).await?;
+        if let Err(e) = unindexed {
+            tracing::debug!(hold = %hold, error = %e, "expiry entry left for the sweeper to drop");
+        }
         Ok(Settlement {
             hold_id: hold.hold_id,
             reserved: Micros(reserved),
