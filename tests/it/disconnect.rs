@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::gateway::{gateway_env, tree, Gateway, Mock};
+use crate::harness::gateway::{flat_price, gateway_env, tree, Gateway, Mock};
 use crate::harness::wait_for;
 
 /// The price of one call of `mock-flat`, in micros (0.01).
@@ -48,17 +48,7 @@ fn hang_up_before_first_byte(gw: &Gateway, mock: &Mock, key: &str, seen_before: 
 fn a_client_that_hangs_up_before_the_first_byte_is_charged_once_and_nothing_stays_held() {
     let mock = Mock::start(&[]);
     let env = gateway_env(&mock, &[]);
-    env.cli(&[
-        "pricebook",
-        "set",
-        "--provider",
-        "openai",
-        "--model",
-        "mock-flat",
-        "--per-call",
-        "0.01",
-    ])
-    .ok();
+    flat_price(&env, "mock-flat", "0.01");
     let t = tree(&env, "10.00", "0.05");
     let gw = Gateway::start_roles(env, &["gateway", "admin", "ledger"]);
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::gateway::{gateway_env, tree, Gateway, Mock};
+use crate::harness::gateway::{flat_price, gateway_env, tree, Gateway, Mock};
 use crate::harness::{request, wait_for};
 
 fn chat(model: &str, max_tokens: u64) -> String {
@@ -43,20 +43,6 @@ fn race(gw: &Gateway, keys: &[&str], threads: usize, per_thread: usize) -> Vec<u
             .flat_map(|h| h.join().unwrap())
             .collect()
     })
-}
-
-fn flat_price(env: &crate::harness::Env, model: &str, per_call: &str) {
-    env.cli(&[
-        "pricebook",
-        "set",
-        "--provider",
-        "openai",
-        "--model",
-        model,
-        "--per-call",
-        per_call,
-    ])
-    .ok();
 }
 
 #[test]

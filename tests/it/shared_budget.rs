@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::gateway::{gateway_env, tree, Gateway, Mock};
+use crate::harness::gateway::{flat_price, gateway_env, tree, Gateway, Mock};
 use crate::harness::redis::RedisServer;
 use crate::harness::{request, wait_for, Env};
 
@@ -39,17 +39,7 @@ fn three_gateways_on_one_redis_let_exactly_the_affordable_calls_through() {
         ),
     ]);
     let env = gateway_env(&mock, &pairs);
-    env.cli(&[
-        "pricebook",
-        "set",
-        "--provider",
-        "openai",
-        "--model",
-        "mock-flat",
-        "--per-call",
-        "0.01",
-    ])
-    .ok();
+    flat_price(&env, "mock-flat", "0.01");
     let t = tree(&env, "0.30", "0.50");
     let gateways = replicas(&env);
     let urls: Vec<String> = gateways.iter().map(|g| g.url("/openai/v1")).collect();

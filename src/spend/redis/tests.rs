@@ -22,12 +22,17 @@ pub(crate) struct RedisServer {
 
 impl RedisServer {
     pub(crate) fn start(extra: &[&str]) -> RedisServer {
-        let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        RedisServer::spawn(port, extra)
+    }
+
+    /// `redis-server` on `port` with `extra` arguments, once it accepts connections.
+    fn spawn(port: u16, extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
         let port_text = port.to_string();
         let mut args = vec![
             "--port",
@@ -299,28 +304,6 @@ async fn two_caches_on_one_redis_share_one_budget_exactly() {
 impl RedisServer {
     /// A new, empty server on a port a stopped one used.
     fn restart_on(port: u16) -> RedisServer {
-        let dir = tempfile::tempdir().unwrap();
-        let port_text = port.to_string();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port_text,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        RedisServer {
-            child,
-            port,
-            _dir: dir,
-        }
+        RedisServer::spawn(port, &[])
     }
 }

@@ -103,6 +103,21 @@ impl Gateway {
 }
 
 /// A parent and a child agent, one key for the child, and one daily policy on each.
+/// Prices `openai`/`model` at `per_call` (a decimal, e.g. "0.01") per call.
+pub fn flat_price(env: &Env, model: &str, per_call: &str) {
+    env.cli(&[
+        "pricebook",
+        "set",
+        "--provider",
+        "openai",
+        "--model",
+        model,
+        "--per-call",
+        per_call,
+    ])
+    .ok();
+}
+
 pub struct Tree {
     pub parent: String,
     pub child: String,
