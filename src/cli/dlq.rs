@@ -93,100 +93,114 @@ async fn run_with(cmd: DlqCmd, config: &Config, bus: &dyn EventBus) -> anyhow::R
     let stores = crate::roles::open_stores(config).await?;
     let replayed: HashSet<(i32, i64)> = stores.leases.dlq_replays().await?.into_iter().collect();
     match cmd.cmd {
-        Sub::List(c) => {
-            let listed: Vec<(DeadLetter, bool)> =
-                entries(bus, c.limit.clamp(1, crate::store::LIST_ROWS_MAX))
-                    .await?
-                    .iter()
-                    .map(|m| {
-                        (
-                            DeadLetter::from_message(m),
-                            replayed.contains(&(m.partition, m.offset)),
-                        )
-                    })
-                    .collect();
-            match c.output {
-                Output::Json => {
-                    let json: Vec<serde_json::Value> = listed
-                        .iter()
-                        .map(|(d, r)| {
-                            let mut v = serde_json::to_value(d).unwrap_or_default();
-                            if let Some(map) = v.as_object_mut() {
-                                map.insert("replayed".into(), (*r).into());
-                            }
-                            v
-                        })
-                        .collect();
-                    print_json(&json)
-                }
-                Output::Table => {
-                    let rows: Vec<Vec<String>> = listed
-                        .iter()
-                        .map(|(d, r)| {
-                            vec![
-                                format!("{}:{}", d.partition, d.offset),
-                                format!(
-                                    "{}/{}@{}",
-                                    d.source_topic,
-                                    d.source_partition.map_or("?".into(), |p| p.to_string()),
-                                    d.source_offset.map_or("?".into(), |o| o.to_string())
-                                ),
-                                d.consumer.clone(),
-                                if *r { "yes".into() } else { "no".into() },
-                                d.error.clone(),
-                            ]
-                        })
-                        .collect();
-                    print_table(&["ENTRY", "SOURCE", "CONSUMER", "REPLAYED", "ERROR"], &rows);
-                    Ok(())
-                }
-            }
+        Sub::List(c) => list(c, bus, &replayed).await,
+        Sub::Count(c) => count(c, bus, &replayed).await,
+        Sub::Replay(c) => replay(c, bus, &stores, &replayed).await,
+    }
+}
+
+/// `dlq list`: the entries, oldest first, each marked replayed or not.
+async fn list(c: List, bus: &dyn EventBus, replayed: &HashSet<(i32, i64)>) -> anyhow::Result<()> {
+    let listed: Vec<(DeadLetter, bool)> =
+        entries(bus, c.limit.clamp(1, crate::store::LIST_ROWS_MAX))
+            .await?
+            .iter()
+            .map(|m| {
+                (
+                    DeadLetter::from_message(m),
+                    replayed.contains(&(m.partition, m.offset)),
+                )
+            })
+            .collect();
+    match c.output {
+        Output::Json => {
+            let json: Vec<serde_json::Value> = listed
+                .iter()
+                .map(|(d, r)| {
+                    let mut v = serde_json::to_value(d).unwrap_or_default();
+                    if let Some(map) = v.as_object_mut() {
+                        map.insert("replayed".into(), (*r).into());
+                    }
+                    v
+                })
+                .collect();
+            print_json(&json)
         }
-        Sub::Count(c) => {
-            let mut total = 0i64;
-            for partition in 0..bus.partition_count(TOPIC_DLQ).await? {
-                total += bus.high_watermark(TOPIC_DLQ, partition).await?;
-            }
-            let replayed = i64::try_from(replayed.len()).unwrap_or(i64::MAX);
-            let pending = crate::consume::dlq_backlog(total, replayed);
-            match c.output {
-                Output::Json => {
-                    print_json(&serde_json::json!({"total": total, "pending": pending}))
-                }
-                Output::Table => {
-                    println!("{total} entries ({pending} not replayed)");
-                    Ok(())
-                }
-            }
-        }
-        Sub::Replay(c) => {
-            let (partition, offset) = c
-                .entry
-                .split_once(':')
-                .and_then(|(p, o)| Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?)))
-                .with_context(|| format!("{:?} is not PARTITION:OFFSET", c.entry))?;
-            if replayed.contains(&(partition, offset)) && !c.force {
-                bail!("DLQ entry {partition}:{offset} was already replayed; use --force to replay it again");
-            }
-            let message = bus
-                .fetch(TOPIC_DLQ, partition, offset, 1)
-                .await?
-                .into_iter()
-                .next()
-                .filter(|m| m.offset == offset)
-                .with_context(|| format!("no DLQ entry {partition}:{offset}"))?;
-            let again = original(&message)
-                .with_context(|| format!("DLQ entry {partition}:{offset} names no source topic"))?;
-            let topic = again.topic.clone();
-            let placed = bus.publish(vec![again]).await?;
-            stores
-                .leases
-                .record_dlq_replay(partition, offset, chrono::Utc::now().timestamp_micros())
-                .await?;
-            for (p, o) in placed {
-                println!("replayed {partition}:{offset} to {topic} partition {p} offset {o}");
-            }
+        Output::Table => {
+            let rows: Vec<Vec<String>> = listed
+                .iter()
+                .map(|(d, r)| {
+                    vec![
+                        format!("{}:{}", d.partition, d.offset),
+                        format!(
+                            "{}/{}@{}",
+                            d.source_topic,
+                            d.source_partition.map_or("?".into(), |p| p.to_string()),
+                            d.source_offset.map_or("?".into(), |o| o.to_string())
+                        ),
+                        d.consumer.clone(),
+                        if *r { "yes".into() } else { "no".into() },
+                        d.error.clone(),
+                    ]
+                })
+                .collect();
+            print_table(&["ENTRY", "SOURCE", "CONSUMER", "REPLAYED", "ERROR"], &rows);
             Ok(())
         }
     }
+}
+
+/// `dlq count`: every entry ever written, and those not replayed yet.
+async fn count(c: Count, bus: &dyn EventBus, replayed: &HashSet<(i32, i64)>) -> anyhow::Result<()> {
+    let mut total = 0i64;
+    for partition in 0..bus.partition_count(TOPIC_DLQ).await? {
+        total += bus.high_watermark(TOPIC_DLQ, partition).await?;
+    }
+    let replayed = i64::try_from(replayed.len()).unwrap_or(i64::MAX);
+    let pending = crate::consume::dlq_backlog(total, replayed);
+    match c.output {
+        Output::Json => print_json(&serde_json::json!({"total": total, "pending": pending})),
+        Output::Table => {
+            println!("{total} entries ({pending} not replayed)");
+            Ok(())
+        }
+    }
+}
+
+/// `dlq replay`: publishes an entry's original message again to its source topic, once.
+async fn replay(
+    c: Replay,
+    bus: &dyn EventBus,
+    stores: &crate::roles::Stores,
+    replayed: &HashSet<(i32, i64)>,
+) -> anyhow::Result<()> {
+    let (partition, offset) = c
+        .entry
+        .split_once(':')
+        .and_then(|(p, o)| Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?)))
+        .with_context(|| format!("{:?} is not PARTITION:OFFSET", c.entry))?;
+    if replayed.contains(&(partition, offset)) && !c.force {
+        bail!(
+            "DLQ entry {partition}:{offset} was already replayed; use --force to replay it again"
+        );
+    }
+    let message = bus
+        .fetch(TOPIC_DLQ, partition, offset, 1)
+        .await?
+        .into_iter()
+        .next()
+        .filter(|m| m.offset == offset)
+        .with_context(|| format!("no DLQ entry {partition}:{offset}"))?;
+    let again = original(&message)
+        .with_context(|| format!("DLQ entry {partition}:{offset} names no source topic"))?;
+    let topic = again.topic.clone();
+    let placed = bus.publish(vec![again]).await?;
+    stores
+        .leases
+        .record_dlq_replay(partition, offset, chrono::Utc::now().timestamp_micros())
+        .await?;
+    for (p, o) in placed {
+        println!("replayed {partition}:{offset} to {topic} partition {p} offset {o}");
+    }
+    Ok(())
 }

@@ -146,43 +146,11 @@ pub async fn run<S: Sink>(
                 }
             }
         }
-        let mut progressed = false;
-        let mut lost = false;
-        // Up to `partitions_in_flight` partitions are read and committed at once, so the log,
-        // the store and the sink's CPU work overlap.
-        let rounds: Vec<PartitionRound<'_>> = owned
-            .iter_mut()
-            .enumerate()
-            .map(|(i, lease)| -> PartitionRound<'_> {
-                let (config, bus, sink) = (&config, bus.as_ref(), sink.as_ref());
-                Box::pin(async move {
-                    let result = match fetch(config, bus, lease).await {
-                        Ok(batch) => apply(config, bus, sink, lease, batch).await,
-                        Err(e) => Err(e),
-                    };
-                    (i, result)
-                })
-            })
-            .collect();
-        let results: Vec<(usize, Result<bool, ConsumeError>)> = futures_util::stream::iter(rounds)
-            .buffer_unordered(config.partitions_in_flight.max(1))
-            .collect()
-            .await;
-        let mut failed = false;
-        for (i, result) in results {
-            let Some(lease) = owned.get(i) else { continue };
-            match result {
-                Ok(moved) => progressed |= moved,
-                Err(ConsumeError::Store(StoreError::Fenced(why))) => {
-                    tracing::warn!(consumer = %config.name, %why, "lease lost; stopping that partition");
-                    lost = true;
-                }
-                Err(e) => {
-                    tracing::warn!(consumer = %config.name, topic = %lease.fence.topic, partition = lease.fence.partition, error = %e, "consume failed; retrying");
-                    failed = true;
-                }
-            }
-        }
+        let Round {
+            progressed,
+            lost,
+            failed,
+        } = round(&config, bus.as_ref(), sink.as_ref(), &mut owned).await;
         if failed {
             pause(config.error_backoff, &mut shutdown).await;
         }
@@ -204,6 +172,63 @@ pub async fn run<S: Sink>(
         tracing::warn!(consumer = %config.name, error = %e, "cannot release leases; they expire by themselves");
     }
     tracing::info!(consumer = %config.name, "consumer stopped");
+}
+
+/// What one round over the owned partitions did.
+struct Round {
+    /// Some partition moved its offset.
+    progressed: bool,
+    /// Some lease was taken over (renew at once).
+    lost: bool,
+    /// Some partition failed otherwise (back off).
+    failed: bool,
+}
+
+/// Reads and commits every owned partition once, up to `partitions_in_flight` at a time, so the
+/// log, the store and the sink's CPU work overlap.
+async fn round<S: Sink>(
+    config: &ConsumerConfig,
+    bus: &dyn EventBus,
+    sink: &S,
+    owned: &mut [Lease],
+) -> Round {
+    let rounds: Vec<PartitionRound<'_>> = owned
+        .iter_mut()
+        .enumerate()
+        .map(|(i, lease)| -> PartitionRound<'_> {
+            Box::pin(async move {
+                let result = match fetch(config, bus, lease).await {
+                    Ok(batch) => apply(config, bus, sink, lease, batch).await,
+                    Err(e) => Err(e),
+                };
+                (i, result)
+            })
+        })
+        .collect();
+    let results: Vec<(usize, Result<bool, ConsumeError>)> = futures_util::stream::iter(rounds)
+        .buffer_unordered(config.partitions_in_flight.max(1))
+        .collect()
+        .await;
+    let mut outcome = Round {
+        progressed: false,
+        lost: false,
+        failed: false,
+    };
+    for (i, result) in results {
+        let Some(lease) = owned.get(i) else { continue };
+        match result {
+            Ok(moved) => outcome.progressed |= moved,
+            Err(ConsumeError::Store(StoreError::Fenced(why))) => {
+                tracing::warn!(consumer = %config.name, %why, "lease lost; stopping that partition");
+                outcome.lost = true;
+            }
+            Err(e) => {
+                tracing::warn!(consumer = %config.name, topic = %lease.fence.topic, partition = lease.fence.partition, error = %e, "consume failed; retrying");
+                outcome.failed = true;
+            }
+        }
+    }
+    outcome
 }
 
 async fn pause(duration: Duration, shutdown: &mut Shutdown) {

@@ -13,11 +13,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::bus::local::{LocalBus, LocalBusLimits};
+use crate::bus::local::LocalBus;
 use crate::bus::EventBus;
 use crate::config::Config;
 use crate::http::Shutdown;
-use crate::spend::local::{LocalLimits, LocalSpend};
+use crate::spend::local::LocalSpend;
 use crate::spend::redis::{RedisLimits, RedisSpend, RedisTarget, RedisTlsFiles};
 use crate::spend::SpendCache;
 use crate::store::audit::AuditStore;
@@ -191,7 +191,7 @@ pub async fn open_bus(config: &Config) -> Result<Arc<dyn EventBus>, ServeError> 
         ));
     }
     let data_dir = config.data_dir.clone();
-    let limits = log_limits(&config.embedded.event_log);
+    let limits = config.embedded.event_log.clone();
     let bus = tokio::task::spawn_blocking(move || LocalBus::open(&data_dir, limits))
         .await
         .map_err(|e| task_failed("event log open", e))??;
@@ -206,7 +206,7 @@ pub async fn open_spend(config: &Config) -> Result<Arc<dyn SpendCache>, ServeErr
         return Ok(Arc::new(spend));
     }
     let data_dir = config.data_dir.clone();
-    let limits = spend_limits(&config.embedded.spend_cache);
+    let limits = config.embedded.spend_cache.clone();
     let spend = tokio::task::spawn_blocking(move || LocalSpend::open(&data_dir, limits))
         .await
         .map_err(|e| task_failed("spend cache open", e))??;
@@ -242,32 +242,6 @@ fn task_failed(role: &'static str, e: tokio::task::JoinError) -> ServeError {
     ServeError::Task {
         role,
         cause: e.to_string(),
-    }
-}
-
-fn spend_limits(c: &crate::config::EmbeddedSpendLimits) -> LocalLimits {
-    LocalLimits {
-        holds_max: c.holds_max,
-        buckets_max: c.buckets_max,
-        hold_policies_max: c.hold_policies_max,
-        resource_bytes_max: c.resource_bytes_max,
-        journal_queue_max: c.journal_queue_max,
-        journal_batch_max: c.journal_batch_max,
-        journal_compact_bytes: c.journal_compact_bytes,
-        commit_timeout_ms: c.commit_timeout_ms,
-        open_busy_timeout_ms: c.open_busy_timeout_ms,
-        nonces_max: c.nonces_max,
-    }
-}
-
-fn log_limits(c: &crate::config::EmbeddedLogLimits) -> LocalBusLimits {
-    LocalBusLimits {
-        publish_queue_messages_max: c.publish_queue_messages_max,
-        write_batch_messages_max: c.write_batch_messages_max,
-        message_bytes_max: c.message_bytes_max,
-        fetch_messages_max: c.fetch_messages_max,
-        publish_timeout_ms: c.publish_timeout_ms,
-        write_linger_us: c.write_linger_us,
     }
 }
 

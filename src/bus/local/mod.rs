@@ -25,37 +25,9 @@ use super::{
 /// File name of the embedded log inside the data directory.
 pub const EVENTS_DB_FILE: &str = "events.db";
 
-/// The embedded log's limits. Every one must be positive.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalBusLimits {
-    /// Messages accepted (published or enqueued) but not yet committed.
-    pub publish_queue_messages_max: usize,
-    /// Messages committed per transaction; a single larger request still commits whole.
-    pub write_batch_messages_max: usize,
-    /// Key + value + header bytes of one message (Kafka's default `message.max.bytes`).
-    pub message_bytes_max: usize,
-    /// Most messages one fetch returns, whatever the caller asks for.
-    pub fetch_messages_max: usize,
-    /// How long `publish`, `flush` and `close` wait for queue room and their commit.
-    pub publish_timeout_ms: u64,
-    /// How long the writer, woken by a message, waits for more before it commits a batch that
-    /// is not full (Kafka's `linger.ms`, in microseconds; 0 commits at once). Fewer, larger
-    /// commits: each commit and each wake-up of the writer costs CPU the gateway needs.
-    pub write_linger_us: u64,
-}
-
-impl Default for LocalBusLimits {
-    fn default() -> Self {
-        LocalBusLimits {
-            publish_queue_messages_max: 100_000,
-            write_batch_messages_max: 2_000,
-            message_bytes_max: 1_048_588,
-            fetch_messages_max: 10_000,
-            publish_timeout_ms: 10_000,
-            write_linger_us: 2_000,
-        }
-    }
-}
+/// The embedded log's limits (`embedded.eventLog.*`, documented and defaulted there). Every one
+/// must be positive.
+pub use crate::config::EmbeddedLogLimits as LocalBusLimits;
 
 impl LocalBusLimits {
     fn check(&self) -> Result<(), BusError> {

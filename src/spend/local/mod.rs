@@ -40,51 +40,10 @@ use crate::core::policy::BudgetPolicy;
 /// File name of the spend journal inside the data directory.
 pub const JOURNAL_FILE: &str = journal::FILE;
 
-/// Every bound of `LocalSpend`. Reaching a memory bound is `SpendError::Full`, a full journal queue
-/// `SpendError::Overloaded`; the gateway answers both with 503.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalLimits {
-    /// Live holds (reservations in flight).
-    pub holds_max: usize,
-    /// Settled (policy, bucket) entries kept in memory, over all policies.
-    pub buckets_max: usize,
-    /// Active policies one hold may charge (the chain's policies together).
-    pub hold_policies_max: usize,
-    /// Longest resource name a hold may carry, in bytes.
-    pub resource_bytes_max: usize,
-    /// Operations waiting for their commit.
-    pub journal_queue_max: usize,
-    /// Queued calls the writer commits in one record.
-    pub journal_batch_max: usize,
-    /// Growth of the journal file, in bytes, after which it is rewritten as a snapshot of what it
-    /// holds (the file stays about this size; a reopen replays at most this much).
-    pub journal_compact_bytes: u64,
-    /// Longest wait for an operation's commit before the call fails `Unavailable` (the change
-    /// may still commit later, as it is already in memory).
-    pub commit_timeout_ms: u64,
-    /// Longest wait at open for another owner of the journal (a `LocalSpend` being dropped) to
-    /// let go of it.
-    pub open_busy_timeout_ms: u64,
-    /// Replay-protection nonces remembered at once.
-    pub nonces_max: usize,
-}
-
-impl Default for LocalLimits {
-    fn default() -> Self {
-        LocalLimits {
-            holds_max: 100_000,
-            buckets_max: 1_000_000,
-            hold_policies_max: 256,
-            resource_bytes_max: 512,
-            journal_queue_max: 16_384,
-            journal_batch_max: 1_024,
-            journal_compact_bytes: 64 << 20,
-            commit_timeout_ms: 5_000,
-            open_busy_timeout_ms: 5_000,
-            nonces_max: 1_000_000,
-        }
-    }
-}
+/// Every bound of `LocalSpend` (`embedded.spendCache.*`, documented and defaulted there).
+/// Reaching a memory bound is `SpendError::Full`, a full journal queue `SpendError::Overloaded`;
+/// the gateway answers both with 503.
+pub use crate::config::EmbeddedSpendLimits as LocalLimits;
 
 impl LocalLimits {
     fn validate(&self) -> Result<(), SpendError> {

@@ -96,6 +96,31 @@ impl State {
             });
         }
         let charged = charged_buckets(&decision, &req.policies, req.now);
+        self.make_room(req, &charged, limits, ops)?;
+        let amount = req.estimate.micros.max(Micros::ZERO);
+        self.add_reserved(&charged, amount)?;
+        let info = hold_info(req, amount, &charged);
+        ops.push(Op::PutHold(info.clone()));
+        self.insert_hold(info);
+        self.assert_within_limits(req);
+        Ok(ReserveOutcome::Reserved(Reservation {
+            hold_id: req.hold_id,
+            root_agent_id: req.chain.root().id,
+            decision,
+            charged,
+            amount,
+        }))
+    }
+
+    /// Prunes and tracks the windows of the request's active policies, and refuses (`Full`) when
+    /// the buckets the hold adds would exceed `buckets_max`.
+    fn make_room(
+        &mut self,
+        req: &ReserveRequest,
+        charged: &[(PolicyId, DateTime<Utc>)],
+        limits: &LocalLimits,
+        ops: &mut Vec<Op>,
+    ) -> Result<(), SpendError> {
         for policy in req.policies.iter().filter(|p| p.spec.active) {
             // Prune first: it may forget an emptied policy, which tracking then re-creates.
             self.prune_policy(policy.id, req.now, ops);
@@ -116,25 +141,11 @@ impl State {
                 max: limits.buckets_max,
             });
         }
-        let amount = req.estimate.micros.max(Micros::ZERO);
-        self.add_reserved(&charged, amount)?;
-        let chain = req.chain.members();
-        let info = HoldInfo {
-            hold_id: req.hold_id,
-            agent_id: req.chain.agent().id,
-            ancestor_ids: chain.iter().skip(1).map(|a| a.id).collect(),
-            root_agent_id: req.chain.root().id,
-            resource: req.resource.clone(),
-            source: req.source,
-            operation: req.operation.clone(),
-            amount,
-            currency: req.estimate.currency,
-            charged: charged.clone(),
-            reserved_at: req.now,
-            expires_at: req.expires_at,
-        };
-        ops.push(Op::PutHold(info.clone()));
-        self.insert_hold(info);
+        Ok(())
+    }
+
+    /// The invariant `reserve` establishes, checked again in debug builds.
+    fn assert_within_limits(&self, req: &ReserveRequest) {
         if cfg!(debug_assertions) {
             for policy in req.policies.iter().filter(|p| p.spec.active) {
                 let after = self.usage(policy, req.now);
@@ -146,13 +157,6 @@ impl State {
                 );
             }
         }
-        Ok(ReserveOutcome::Reserved(Reservation {
-            hold_id: req.hold_id,
-            root_agent_id: req.chain.root().id,
-            decision,
-            charged,
-            amount,
-        }))
     }
 
     /// Posts `actual` to every bucket of the hold and removes it.
@@ -378,6 +382,28 @@ impl State {
             self.policies.remove(&id);
             ops.push(Op::DeleteWindow(id));
         }
+    }
+}
+
+/// The record of a new hold.
+fn hold_info(
+    req: &ReserveRequest,
+    amount: Micros,
+    charged: &[(PolicyId, DateTime<Utc>)],
+) -> HoldInfo {
+    HoldInfo {
+        hold_id: req.hold_id,
+        agent_id: req.chain.agent().id,
+        ancestor_ids: req.chain.members().iter().skip(1).map(|a| a.id).collect(),
+        root_agent_id: req.chain.root().id,
+        resource: req.resource.clone(),
+        source: req.source,
+        operation: req.operation.clone(),
+        amount,
+        currency: req.estimate.currency,
+        charged: charged.to_vec(),
+        reserved_at: req.now,
+        expires_at: req.expires_at,
     }
 }
 

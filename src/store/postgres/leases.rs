@@ -11,7 +11,9 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
 use super::{col, map_err, PgStore, TxMode};
-use crate::store::leases::{plan_acquisition, Fence, Lease, LeaseRequest, LeaseRow, LeaseStore};
+use crate::store::leases::{
+    plan_acquisition, CurrentLease, Fence, Lease, LeasePlan, LeaseRequest, LeaseRow, LeaseStore,
+};
 use crate::store::StoreError;
 
 /// Moves the committed offset of `fence`'s partition (or, with `None`, only locks its lease
@@ -57,6 +59,19 @@ async fn acquire(tx: &Transaction<'_>, req: &LeaseRequest) -> Result<Vec<Lease>,
     .await
     .map_err(map_err)?;
     let expires = req.now_micros.saturating_add(req.ttl_micros);
+    let members = join_members(tx, req, expires).await?;
+    let mut current = current_leases(tx, req).await?;
+    let plan = plan_acquisition(req, members, |partition| Ok(current.remove(&partition)))?;
+    carry_out(tx, req, &plan, expires).await?;
+    Ok(plan.leases(req))
+}
+
+/// Renews this replica's membership, forgets expired members, and counts the live ones.
+async fn join_members(
+    tx: &Transaction<'_>,
+    req: &LeaseRequest,
+    expires: i64,
+) -> Result<i64, StoreError> {
     tx.execute_typed(
         "INSERT INTO consumer_members (consumer, owner, expires_at) VALUES ($1, $2, $3)
          ON CONFLICT (consumer, owner) DO UPDATE SET expires_at = excluded.expires_at",
@@ -83,6 +98,14 @@ async fn acquire(tx: &Transaction<'_>, req: &LeaseRequest) -> Result<Vec<Lease>,
         .map_err(map_err)?[0],
         0,
     )?;
+    Ok(members)
+}
+
+/// The consumer's current leases of the topic, locked for this transaction, by partition.
+async fn current_leases(
+    tx: &Transaction<'_>,
+    req: &LeaseRequest,
+) -> Result<std::collections::HashMap<i32, CurrentLease>, StoreError> {
     let rows = tx
         .query_typed(
             r#"SELECT "partition", owner, epoch, expires_at, next_offset FROM consumer_leases
@@ -103,7 +126,16 @@ async fn acquire(tx: &Transaction<'_>, req: &LeaseRequest) -> Result<Vec<Lease>,
             (col(row, 1)?, col(row, 2)?, col(row, 3)?, col(row, 4)?),
         );
     }
-    let plan = plan_acquisition(req, members, |partition| Ok(current.remove(&partition)))?;
+    Ok(current)
+}
+
+/// Writes the plan: releases, renews what is kept, takes new partitions with their epochs.
+async fn carry_out(
+    tx: &Transaction<'_>,
+    req: &LeaseRequest,
+    plan: &LeasePlan,
+    expires: i64,
+) -> Result<(), StoreError> {
     for partition in &plan.release {
         tx.execute_typed(
             r#"UPDATE consumer_leases SET owner = NULL, expires_at = 0
@@ -150,7 +182,7 @@ async fn acquire(tx: &Transaction<'_>, req: &LeaseRequest) -> Result<Vec<Lease>,
         .await
         .map_err(map_err)?;
     }
-    Ok(plan.leases(req))
+    Ok(())
 }
 
 #[async_trait]
