@@ -27,6 +27,10 @@ pub enum Answer {
     Result,
     /// A JSON-RPC `error`: the call did not run.
     Error,
+    /// The server's acknowledgement of the client's cancellation (the official SDK answers a
+    /// cancelled request with an error saying so): the call was abandoned after it was sent,
+    /// not refused, so it is charged as abandoned.
+    Cancelled,
 }
 
 /// Reads a response for the answer to one request id.
@@ -101,8 +105,12 @@ fn answer_of(id: &Value, data: &[u8]) -> Option<Answer> {
     }
     if message.get("result").is_some() {
         Some(Answer::Result)
-    } else if message.get("error").is_some() {
-        Some(Answer::Error)
+    } else if let Some(error) = message.get("error") {
+        let said = error.get("message").and_then(Value::as_str).unwrap_or("");
+        match said.to_ascii_lowercase().contains("cancelled") {
+            true => Some(Answer::Cancelled),
+            false => Some(Answer::Error),
+        }
     } else {
         None
     }
@@ -167,6 +175,7 @@ impl RelayBody {
         let success = (200..300).contains(&metered.status);
         // A client that closes the stream once it has the answer (the SDK does) completed it.
         let outcome = match (outcome, answer) {
+            (_, Some(Answer::Cancelled)) => Outcome::ClientDisconnected,
             (Outcome::ClientDisconnected, Some(_)) => Outcome::Completed,
             (other, _) => other,
         };
@@ -299,6 +308,11 @@ mod tests {
         let mut watch = AnswerWatch::new(json!("a"), "application/json", 1 << 20, 1 << 20);
         watch.observe(body);
         assert_eq!(watch.answer(), Some(Answer::Error));
+        let cancelled =
+            br#"{"jsonrpc":"2.0","id":"a","error":{"code":0,"message":"Request cancelled"}}"#;
+        let mut ack = AnswerWatch::new(json!("a"), "application/json", 1 << 20, 1 << 20);
+        ack.observe(cancelled);
+        assert_eq!(ack.answer(), Some(Answer::Cancelled));
         let mut small = AnswerWatch::new(json!("a"), "application/json", 1 << 20, 10);
         small.observe(body);
         assert_eq!(small.answer(), None);
