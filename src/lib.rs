@@ -2,6 +2,7 @@
 //! The library holds everything; `main.rs` only parses arguments and dispatches.
 
 pub mod admission;
+pub mod aggregate;
 pub mod audit;
 pub mod bus;
 pub mod cli;

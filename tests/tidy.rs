@@ -14,6 +14,7 @@ const ADAPTERS: &[&str] = &[
     "PgStore",
     "RedisSpend",
     "KafkaBus",
+    "RedisAggregates",
 ];
 /// Where an adapter may be named besides `roles/`: its own folder.
 const ADAPTER_HOMES: &[&str] = &[
@@ -23,6 +24,7 @@ const ADAPTER_HOMES: &[&str] = &[
     "src/store/postgres/",
     "src/spend/redis/",
     "src/bus/kafka/",
+    "src/aggregate/redis/",
 ];
 /// What `core/` must not use: the rest of the crate, I/O, async runtimes, clocks.
 const CORE_FORBIDDEN: &[&str] = &[

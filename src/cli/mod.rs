@@ -15,6 +15,7 @@ mod output;
 mod policy;
 mod pricebook;
 mod serve;
+mod spend;
 mod time;
 
 use std::path::PathBuf;
@@ -86,6 +87,7 @@ pub enum Command {
     Merkle(merkle::MerkleCmd),
     Dlq(dlq::DlqCmd),
     Consumers(consumers::ConsumersCmd),
+    Spend(spend::SpendCmd),
     Db(db::DbCmd),
 }
 
@@ -109,6 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Merkle(cmd) => merkle::run(cmd, &config).await,
         Command::Dlq(cmd) => dlq::run(cmd, &config).await,
         Command::Consumers(cmd) => consumers::run(cmd, &config).await,
+        Command::Spend(cmd) => spend::run(cmd, &config).await,
         Command::Db(cmd) => db::run(cmd, &config).await,
     }
 }

@@ -27,7 +27,8 @@ pub async fn run(cmd: ServeCmd, config: Config) -> anyhow::Result<()> {
             Role::Mcp => !config.mcp_adapter.servers.is_empty(),
             Role::Ledger => consumers.ledger_writer.enabled,
             Role::Audit => consumers.audit_logger.enabled,
-            Role::Metrics => consumers.metrics_aggregator.enabled,
+            // The metrics role keeps everything in Redis: without it, `all` leaves it out.
+            Role::Metrics => consumers.metrics_aggregator.enabled && config.redis.is_configured(),
             _ => true,
         });
     }

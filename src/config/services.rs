@@ -247,6 +247,20 @@ pub struct MetricsAggregatorConfig {
     pub enabled: bool,
     /// Telemetry port of a process that runs only the metrics role (default 9091).
     pub metrics_port: u16,
+    /// Seconds an event id is remembered to drop a redelivered copy of the event (default
+    /// 86400). A copy arriving later than this after the first would be counted again.
+    pub dedupe_window_seconds: u64,
+    /// Hours an hourly aggregate is kept after its last write (default 192: a rolling weekly
+    /// window needs 168).
+    pub hourly_retention_hours: u64,
+    /// Days a daily, weekly or monthly aggregate is kept after its last write (default 400).
+    pub daily_retention_days: u64,
+    /// Seconds between refreshes of the policy gauges (default 15).
+    pub gauge_refresh_seconds: u64,
+    /// Most active policies given spend/limit gauges (default 10000; two series each).
+    pub policy_gauges_max: u64,
+    /// Most events read and applied per partition in one batch, one script each (default 500).
+    pub batch_events_max: u64,
 }
 
 impl Default for MetricsAggregatorConfig {
@@ -254,6 +268,12 @@ impl Default for MetricsAggregatorConfig {
         Self {
             enabled: true,
             metrics_port: 9091,
+            dedupe_window_seconds: 86_400,
+            hourly_retention_hours: 192,
+            daily_retention_days: 400,
+            gauge_refresh_seconds: 15,
+            policy_gauges_max: 10_000,
+            batch_events_max: 500,
         }
     }
 }

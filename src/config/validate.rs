@@ -69,7 +69,8 @@ fn ports(c: &Config) -> Checked {
 fn limits(c: &Config) -> Checked {
     let t = &c.gateway.config;
     let m = &c.consumers.ledger_writer.merkle;
-    let limits: [(&str, u64); 17] = [
+    let a = &c.consumers.metrics_aggregator;
+    let limits: [(&str, u64); 23] = [
         ("gateway.bodyBytesMax", c.gateway.body_bytes_max as u64),
         (
             "gateway.replayProtection.windowSeconds",
@@ -116,6 +117,30 @@ fn limits(c: &Config) -> Checked {
         (
             "consumers.auditLogger.retentionDays",
             u64::from(c.consumers.audit_logger.retention_days),
+        ),
+        (
+            "consumers.metricsAggregator.dedupeWindowSeconds",
+            a.dedupe_window_seconds,
+        ),
+        (
+            "consumers.metricsAggregator.hourlyRetentionHours",
+            a.hourly_retention_hours,
+        ),
+        (
+            "consumers.metricsAggregator.dailyRetentionDays",
+            a.daily_retention_days,
+        ),
+        (
+            "consumers.metricsAggregator.gaugeRefreshSeconds",
+            a.gauge_refresh_seconds,
+        ),
+        (
+            "consumers.metricsAggregator.policyGaugesMax",
+            a.policy_gauges_max,
+        ),
+        (
+            "consumers.metricsAggregator.batchEventsMax",
+            a.batch_events_max,
         ),
     ];
     if let Some((key, _)) = limits.iter().find(|(_, v)| *v == 0) {

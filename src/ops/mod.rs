@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::store::{Audit, Store, StoreError};
 
-pub use agents::{parse_metadata_arg, AgentInput, AgentUpdateInput};
+pub use agents::{parse_agent_id, parse_metadata_arg, AgentInput, AgentUpdateInput};
 pub use keys::{hash_key, CreatedKey, KeyInput, API_KEY_PREFIX};
 pub use policies::{PolicyInput, PolicyUpdateInput, PolicyVersionView, PolicyView};
 pub use prices::{PriceInput, PriceView};

@@ -8,6 +8,7 @@ pub mod db;
 pub mod gateway;
 pub mod ledger;
 pub mod mcp;
+pub mod metrics;
 
 use std::fmt;
 use std::str::FromStr;
@@ -62,14 +63,6 @@ impl Role {
     pub fn reserves_budget(self) -> bool {
         matches!(self, Role::Gateway | Role::Mcp)
     }
-
-    /// Whether this build can run the role yet.
-    pub fn available(self) -> bool {
-        matches!(
-            self,
-            Role::Admin | Role::Gateway | Role::Mcp | Role::Ledger | Role::Audit
-        )
-    }
 }
 
 impl fmt::Display for Role {
@@ -88,18 +81,15 @@ impl FromStr for Role {
     }
 }
 
-/// Resolves `--role` values: empty or `all` means every available role; naming a role this
-/// build cannot run yet is an error rather than a silent no-op.
+/// Resolves `--role` values: empty or `all` means every role (`serve` then leaves out the ones
+/// the config cannot or does not want to run).
 pub fn select_roles(requested: &[String]) -> Result<Vec<Role>, String> {
     if requested.is_empty() || requested.iter().any(|r| r == "all") {
-        return Ok(Role::ALL.into_iter().filter(|r| r.available()).collect());
+        return Ok(Role::ALL.to_vec());
     }
     let mut roles = Vec::new();
     for text in requested {
         let role: Role = text.parse()?;
-        if !role.available() {
-            return Err(format!("role {role} is not implemented in this build yet"));
-        }
         if !roles.contains(&role) {
             roles.push(role);
         }
@@ -214,7 +204,7 @@ pub async fn open_spend(config: &Config) -> Result<Arc<dyn SpendCache>, ServeErr
 }
 
 /// Where Redis is, how to reach it, and its limits, from `redis.*`.
-fn redis_settings(redis: &crate::config::RedisConfig) -> (RedisTarget, RedisLimits) {
+pub(crate) fn redis_settings(redis: &crate::config::RedisConfig) -> (RedisTarget, RedisLimits) {
     let tls = redis.tls_enabled().then(|| RedisTlsFiles {
         ca_cert_file: redis.tls.ca_cert_file.clone(),
         cert_file: redis.tls.cert_file.clone(),
@@ -251,6 +241,8 @@ pub struct Backends {
     pub bus: Arc<dyn EventBus>,
     /// Opened only when a role that reserves budget runs here (gateway, mcp).
     pub spend: Option<Arc<dyn SpendCache>>,
+    /// The metrics role's aggregates in Redis, opened only when that role runs here.
+    pub aggregates: Option<Arc<crate::aggregate::redis::RedisAggregates>>,
     /// The admission core, opened by the first role that reserves budget and shared by the
     /// others (one set of caches, one live-hold set, one background sweeper per process).
     admission: tokio::sync::OnceCell<Arc<crate::admission::Admission>>,
@@ -264,10 +256,15 @@ impl Backends {
             true => Some(open_spend(config).await?),
             false => None,
         };
+        let aggregates = match roles.contains(&Role::Metrics) {
+            true => Some(metrics::open_aggregates(config, Arc::clone(&stores.leases)).await?),
+            false => None,
+        };
         Ok(Backends {
             stores,
             bus,
             spend,
+            aggregates,
             admission: tokio::sync::OnceCell::new(),
         })
     }
@@ -315,6 +312,16 @@ impl Backends {
             checks.push(crate::telemetry::ready_check("spend_cache", move || {
                 let spend = Arc::clone(&spend);
                 async move { spend.ping().await.map_err(|e| e.to_string()) }
+            }));
+        }
+        if let Some(aggregates) = &self.aggregates {
+            let aggregates = Arc::clone(aggregates);
+            checks.push(crate::telemetry::ready_check("aggregates", move || {
+                let aggregates = Arc::clone(&aggregates);
+                async move {
+                    use crate::aggregate::AggregateStore;
+                    aggregates.ping().await.map_err(|e| e.to_string())
+                }
             }));
         }
         checks
@@ -374,9 +381,14 @@ pub async fn start(
             Started::new(role, audit::prepare(config, audit, leases, bus, shutdown)?)
         }
         Role::Metrics => {
-            return Err(ServeError::Config(format!(
-                "role {role} is not implemented in this build yet"
-            )))
+            let aggregates = backends.aggregates.clone().ok_or_else(|| {
+                ServeError::Config("the metrics role's aggregates were not opened".into())
+            })?;
+            let store = Arc::clone(&stores.store);
+            Started::new(
+                role,
+                metrics::prepare(config, store, aggregates, bus, shutdown),
+            )
         }
     })
 }
@@ -386,6 +398,9 @@ pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
     // Destinations this build cannot serve are refused before anything opens.
     if roles.contains(&Role::Audit) {
         audit::exporters(&config)?;
+    }
+    if roles.contains(&Role::Metrics) {
+        metrics::require_redis(&config)?;
     }
     let metrics = crate::telemetry::init_metrics().map_err(ServeError::Config)?;
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();

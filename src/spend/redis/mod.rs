@@ -8,8 +8,8 @@
 mod codec;
 mod scripts;
 #[cfg(test)]
-mod tests;
-mod tls;
+pub(crate) mod tests;
+pub(crate) mod tls;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -247,7 +247,7 @@ async fn run_on(
 }
 
 /// Refuses a Redis whose eviction policy may drop holds or spend (any `allkeys-*`).
-async fn refuse_eviction(pool: &Pool) -> Result<(), SpendError> {
+pub(crate) async fn refuse_eviction(pool: &Pool) -> Result<(), SpendError> {
     let reply: Vec<String> = pool
         .next()
         .config_get("maxmemory-policy")

@@ -16,7 +16,7 @@ fn invalid(path: &std::path::Path, e: impl std::fmt::Display) -> SpendError {
 }
 
 /// The connector for `files`.
-pub(super) fn connector(files: &RedisTlsFiles) -> Result<TlsConnector, SpendError> {
+pub(crate) fn connector(files: &RedisTlsFiles) -> Result<TlsConnector, SpendError> {
     let Some(ca) = &files.ca_cert_file else {
         if files.cert_file.is_some() {
             return Err(SpendError::Invalid(
