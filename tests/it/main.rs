@@ -20,6 +20,7 @@ mod ledger_store;
 mod ledger_tamper;
 mod mcp;
 mod merkle_proof_python;
+mod metrics_role;
 mod mock_upstream;
 mod postgres_roles;
 mod postgres_store;
