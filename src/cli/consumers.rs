@@ -5,11 +5,14 @@
 use argh::FromArgs;
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use super::output::{print_json, print_table, Output};
 use super::time::show;
 use crate::config::Config;
+use crate::store::leases::LeaseStore;
 
-/// inspect the consumers (ledger, audit)
+/// inspect the consumers (ledger, audit, and metrics when Redis is configured)
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "consumers")]
 pub struct ConsumersCmd {
@@ -27,7 +30,7 @@ enum Sub {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "status")]
 struct Status {
-    /// only this consumer (ledger or audit)
+    /// only this consumer (ledger, audit or metrics)
     #[argh(option)]
     consumer: Option<String>,
     /// table or json
@@ -55,7 +58,15 @@ pub async fn run(cmd: ConsumersCmd, config: &Config) -> anyhow::Result<()> {
     let bus = crate::roles::open_bus(config).await?;
     let now = chrono::Utc::now().timestamp_micros();
     let mut rows = Vec::new();
-    for lease in stores.leases.list_leases(c.consumer.as_deref()).await? {
+    let mut leases = stores.leases.list_leases(c.consumer.as_deref()).await?;
+    // The metrics role's leases and offsets live in Redis, beside its aggregates.
+    let metrics = crate::aggregate::sink::CONSUMER;
+    if config.redis.is_configured() && c.consumer.as_deref().is_none_or(|n| n == metrics) {
+        let aggregates =
+            crate::roles::metrics::open_aggregates(config, Arc::clone(&stores.leases)).await?;
+        leases.extend(aggregates.list_leases(Some(metrics)).await?);
+    }
+    for lease in leases {
         let high_watermark = bus.high_watermark(&lease.topic, lease.partition).await?;
         rows.push(Row {
             lag: (high_watermark - lease.next_offset).max(0),

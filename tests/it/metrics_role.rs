@@ -172,6 +172,30 @@ fn aggregates_equal_the_ledger_exactly_across_a_kill_9_of_the_metrics_role() {
         gauge(&url, "caracal_policy_limit_micros", &t.parent),
         Some(1_000_000_000)
     );
+    // `consumers status` shows the metrics role's partitions from Redis: all caught up, the
+    // committed offsets covering every message exactly.
+    let status = env
+        .cli(&[
+            "consumers",
+            "status",
+            "--consumer",
+            "metrics",
+            "--output",
+            "json",
+        ])
+        .json();
+    let rows = status.as_array().unwrap();
+    assert_eq!(rows.len(), 10, "{status}");
+    let committed: i64 = rows
+        .iter()
+        .map(|r| r["committed_offset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(committed, REQUESTS as i64, "{status}");
+    // Epoch 2 everywhere: the restarted role took every partition over from the killed one.
+    assert!(
+        rows.iter().all(|r| r["lag"] == 0 && r["epoch"] == 2),
+        "{status}"
+    );
     drop(gw);
 }
 

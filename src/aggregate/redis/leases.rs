@@ -11,7 +11,7 @@ use fred::prelude::Value;
 
 use super::{lease_key, pairs, RedisAggregates, MEMBERS, TOPICS};
 use crate::store::leases::{
-    plan_acquisition, CurrentLease, Fence, Lease, LeaseRequest, LeaseRow, LeaseStore,
+    plan_acquisition, CurrentLease, Fence, Lease, LeasePlan, LeaseRequest, LeaseRow, LeaseStore,
 };
 use crate::store::StoreError;
 
@@ -30,6 +30,48 @@ fn parse_lease(reply: Value) -> Option<CurrentLease> {
 }
 
 impl RedisAggregates {
+    /// Carries out an acquisition plan step by step; returns `(partition, epoch, offset)` of
+    /// every lease this owner holds afterwards (a step whose hash changed since it was read
+    /// is skipped: another replica got there first).
+    async fn carry_out(
+        &self,
+        req: &LeaseRequest,
+        plan: &LeasePlan,
+        current: &[Option<CurrentLease>],
+        expires: i64,
+    ) -> Result<Vec<(i32, i64, i64)>, StoreError> {
+        for partition in &plan.release {
+            let args = vec![req.owner.clone()];
+            self.run(&self.scripts.release, vec![lease_key(*partition)], args)
+                .await?;
+        }
+        let mut owned = Vec::new();
+        for (partition, epoch, _) in &plan.keep {
+            let args = vec![req.owner.clone(), epoch.to_string(), expires.to_string()];
+            if let Some(offset) = self.step(&self.scripts.renew, *partition, args).await? {
+                owned.push((*partition, *epoch, offset));
+            }
+        }
+        for (partition, epoch, _) in &plan.take {
+            let observed = current
+                .get(usize::try_from(*partition).unwrap_or(usize::MAX))
+                .cloned()
+                .flatten()
+                .map_or(0, |(_, e, _, _)| e);
+            let args = vec![
+                req.owner.clone(),
+                observed.to_string(),
+                epoch.to_string(),
+                req.now_micros.to_string(),
+                expires.to_string(),
+            ];
+            if let Some(offset) = self.step(&self.scripts.take, *partition, args).await? {
+                owned.push((*partition, *epoch, offset));
+            }
+        }
+        Ok(owned)
+    }
+
     async fn read_lease(&self, partition: i32) -> Result<Option<CurrentLease>, StoreError> {
         let reply = self
             .run(&self.scripts.read_lease, vec![lease_key(partition)], vec![])
@@ -73,35 +115,7 @@ impl LeaseStore for RedisAggregates {
                 .and_then(|i| current.get(i).cloned())
                 .flatten())
         })?;
-        for partition in &plan.release {
-            let args = vec![req.owner.clone()];
-            self.run(&self.scripts.release, vec![lease_key(*partition)], args)
-                .await?;
-        }
-        let mut owned = Vec::new();
-        for (partition, epoch, _) in &plan.keep {
-            let args = vec![req.owner.clone(), epoch.to_string(), expires.to_string()];
-            if let Some(offset) = self.step(&self.scripts.renew, *partition, args).await? {
-                owned.push((*partition, *epoch, offset));
-            }
-        }
-        for (partition, epoch, _) in &plan.take {
-            let observed = current
-                .get(usize::try_from(*partition).unwrap_or(usize::MAX))
-                .cloned()
-                .flatten()
-                .map_or(0, |(_, e, _, _)| e);
-            let args = vec![
-                req.owner.clone(),
-                observed.to_string(),
-                epoch.to_string(),
-                req.now_micros.to_string(),
-                expires.to_string(),
-            ];
-            if let Some(offset) = self.step(&self.scripts.take, *partition, args).await? {
-                owned.push((*partition, *epoch, offset));
-            }
-        }
+        let mut owned = self.carry_out(req, &plan, &current, expires).await?;
         owned.sort_unstable();
         Ok(owned
             .into_iter()
