@@ -912,9 +912,10 @@ def prometheus_query(port, expr):
 class Live(unittest.TestCase):
     """The binary as the image runs it, under traffic, scraped by a real Prometheus.
 
-    This build runs the gateway, ledger, audit and admin roles on embedded storage; the mcp and
-    metrics roles and the Kafka/Redis adapters do not exist yet, so the series checked here are
-    those of the roles that run (every query in the rules and dashboards is over them)."""
+    Every role of `serve` (all) runs on embedded storage and event log, with a real Redis (the
+    shared spend cache and the metrics role's aggregates, behind which the dashboards' budget
+    panel reads); the Kafka adapter does not exist yet, so the series checked here are those of
+    the roles that run (every query in the rules and dashboards is over them)."""
 
     @classmethod
     def setUpClass(cls):
@@ -952,6 +953,8 @@ class Live(unittest.TestCase):
         assert line.startswith("listening on "), line
         mock_addr = line.removeprefix("listening on ")
         dead_port = free_port()  # nothing listens there: an upstream failure (502)
+        cls.redis = Redis(cls.tmp, "live-redis-password")
+        cls.procs.append(cls.redis.proc)
         cls.ports = {k: free_port() for k in ["gateway", "admin", "telemetry", "prometheus"]}
         config = {
             "gateway": {
@@ -962,7 +965,9 @@ class Live(unittest.TestCase):
                 ],
             },
             "admin": {"port": cls.ports["admin"], "tokenFile": "/etc/caracal/admin-token"},
+            "redis": {"host": "127.0.0.1", "port": cls.redis.port, "password": "live-redis-password"},
             "consumers": {
+                "metricsAggregator": {"gaugeRefreshSeconds": 1},
                 "ledgerWriter": {"merkle": {"batchSizeLimit": 2, "batchTimeoutSeconds": 1, "reverifyIntervalSeconds": 1}},
                 "auditLogger": {"destinations": ["file:///var/lib/caracal/audit.jsonl"]},
             },
