@@ -12,7 +12,8 @@ redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
 return redis.call('ZCARD', KEYS[1])
 "#;
 
-/// Removes a replica from the members. KEYS[1] the members set; ARGV[1] owner.
+/// Removes a replica from the members and returns the topics hash (topic → partitions).
+/// KEYS[1] the members set, KEYS[2] the topics hash; ARGV[1] owner.
 pub const LEAVE: &str = r#"
 redis.call('ZREM', KEYS[1], ARGV[1])
 return redis.call('HGETALL', KEYS[2])

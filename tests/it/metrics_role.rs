@@ -221,6 +221,19 @@ fn a_redelivered_event_counts_once() {
     assert_eq!(shown["today"]["input_tokens"], 240);
     let team = spend_show(&env, &root.to_string(), true);
     assert_eq!(team["today"]["spend_micros"]["USD"], 1_253, "{team}");
+    let table = env.cli(&["spend", "show", "--agent-id", &child_id]);
+    let lines: Vec<&str> = table.ok().lines().collect();
+    assert!(lines[0].starts_with("WINDOW"), "{}", table.stdout);
+    assert!(
+        lines[1].starts_with("today ") && lines[1].contains("0.001253 USD"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        lines[2].contains("openai/gpt-4o-mini") && lines[2].contains("240"),
+        "{}",
+        table.stdout
+    );
 }
 
 #[test]
