@@ -1,6 +1,6 @@
 //! The aggregate store on a real `redis-server`: a batch and its offset move together, a stale
 //! lease holder's batch is refused by the script and writes nothing, a redelivered event adds
-//! nothing, and two replicas split the partitions.
+//! nothing, and two replicas split the partitions; on one server and on a Redis Cluster.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use super::RedisAggregates;
 use crate::aggregate::keys::{aggregate_key, Increment, Period, Retention, Scope};
 use crate::aggregate::{AggregateSettings, AggregateStore, EventIncrements};
 use crate::core::agent::AgentId;
-use crate::spend::redis::tests::RedisServer;
+use crate::spend::redis::tests::{RedisCluster, RedisServer};
 use crate::spend::redis::{RedisLimits, RedisTarget};
 use crate::store::leases::{Fence, Lease, LeaseRequest, LeaseRow, LeaseStore};
 use crate::store::StoreError;
@@ -46,15 +46,7 @@ impl LeaseStore for NoDlq {
     }
 }
 
-async fn open(server: &RedisServer) -> RedisAggregates {
-    let target = RedisTarget {
-        url: None,
-        host: "127.0.0.1".into(),
-        port: server.port,
-        password: None,
-        cluster: false,
-        tls: None,
-    };
+async fn open(target: &RedisTarget) -> RedisAggregates {
     let settings = AggregateSettings {
         dedupe_window_secs: 3_600,
         retention: Retention {
@@ -63,7 +55,7 @@ async fn open(server: &RedisServer) -> RedisAggregates {
             month_secs: 86_400,
         },
     };
-    RedisAggregates::open(&target, &RedisLimits::default(), settings, Arc::new(NoDlq))
+    RedisAggregates::open(target, &RedisLimits::default(), settings, Arc::new(NoDlq))
         .await
         .unwrap()
 }
@@ -104,7 +96,18 @@ async fn spent(store: &RedisAggregates, agent: AgentId) -> i64 {
 #[tokio::test]
 async fn a_stale_holder_writes_nothing_and_redelivered_events_add_nothing() {
     let server = RedisServer::start(&[]);
-    let (a, b) = (open(&server).await, open(&server).await);
+    scenario(&server.target()).await;
+}
+
+/// Every script keeps to one hash slot: the same scenario on a three-primary Redis Cluster.
+#[tokio::test]
+async fn the_same_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    scenario(&cluster.target()).await;
+}
+
+async fn scenario(target: &RedisTarget) {
+    let (a, b) = (open(target).await, open(target).await);
     let agent = AgentId::new();
     let mine = a.acquire_leases(&request("a", 0)).await.unwrap();
     assert_eq!(mine.len(), 4, "alone, a owns every partition");

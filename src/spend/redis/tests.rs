@@ -165,7 +165,7 @@ impl RedisCluster {
         RedisCluster { nodes }
     }
 
-    fn target(&self) -> RedisTarget {
+    pub(crate) fn target(&self) -> RedisTarget {
         RedisTarget {
             cluster: true,
             ..self.nodes[0].target()
