@@ -23,6 +23,7 @@ mod merkle_proof_python;
 mod mock_upstream;
 mod postgres_roles;
 mod postgres_store;
+mod redis_rebuild;
 mod sdk;
 mod serve_lifecycle;
 mod shared_budget;
