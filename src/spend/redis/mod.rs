@@ -392,6 +392,23 @@ fn policy_args(
     Ok((keys, args, charged))
 }
 
+/// The policies an `unseeded` reply names (1-based, in evaluation order).
+fn unseeded_policies(
+    reply: &[Value],
+    charged: &Charged,
+    zero: &[PolicyUsage],
+) -> Vec<BudgetPolicy> {
+    reply
+        .iter()
+        .skip(1)
+        .filter_map(Value::as_i64)
+        .filter_map(|i| usize::try_from(i - 1).ok())
+        .filter_map(|i| charged.get(i))
+        .filter_map(|(id, _)| zero.iter().find(|u| u.policy.id == *id))
+        .map(|u| u.policy.clone())
+        .collect()
+}
+
 /// Reservation attempts per call: a policy not seeded in this epoch is seeded, then tried again.
 const RESERVE_ATTEMPTS_MAX: usize = 3;
 
@@ -452,16 +469,7 @@ impl RedisSpend {
         let reply = reply?.into_array();
         if reply.first().and_then(Value::as_string).as_deref() == Some("unseeded") {
             self.set_index(&key, 0).await?;
-            let unseeded = reply
-                .iter()
-                .skip(1)
-                .filter_map(Value::as_i64)
-                .filter_map(|i| usize::try_from(i - 1).ok())
-                .filter_map(|i| charged.get(i))
-                .filter_map(|(id, _)| zero.iter().find(|u| u.policy.id == *id))
-                .map(|u| u.policy.clone())
-                .collect();
-            return Ok(Err(unseeded));
+            return Ok(Err(unseeded_policies(&reply, &charged, &zero)));
         }
         if let Err(e) = indexed {
             if reply.first().and_then(Value::as_string).as_deref() == Some("ok") {
