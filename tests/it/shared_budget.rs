@@ -2,7 +2,7 @@
 //! host share one Redis (and the data dir's store and log). The official `openai` SDK races 1000
 //! calls across them against a budget with room for exactly N; exactly N reach the upstream.
 //! A replica killed with a call in flight has that hold charged once by a surviving replica.
-//! The same race again with Postgres as the store.
+//! The same race again with Postgres as the store, and on a three-primary Redis Cluster.
 
 use std::process::Command;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::harness::gateway::{flat_price, gateway_env, tree, Gateway, Mock, Tree};
 use crate::harness::postgres::PgServer;
-use crate::harness::redis::RedisServer;
+use crate::harness::redis::{RedisCluster, RedisServer};
 use crate::harness::{request, wait_for, Env};
 use crate::postgres_roles::on_postgres;
 
@@ -30,7 +30,10 @@ pub fn replicas(env: &Env) -> [Gateway; 3] {
 
 /// The settings of a shared-budget run on `redis`: holds expire after 2 s, swept every second.
 pub fn shared_settings(redis: &RedisServer) -> Vec<(&'static str, String)> {
-    let mut pairs: Vec<(&str, String)> = redis.settings().into_iter().collect();
+    with_short_holds(redis.settings().into_iter().collect())
+}
+
+fn with_short_holds(mut pairs: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
     pairs.extend([
         (
             "CARACAL_GATEWAY__CONFIG__PROVISIONALCHARGEEXPIRATION",
@@ -248,5 +251,18 @@ fn three_gateways_on_one_redis_and_one_postgres_let_exactly_the_affordable_calls
     let gateways = replicas(&env);
     // The key and the policies exist only in Postgres: a replica on any other store would
     // refuse every call.
+    race_for_exactly_the_room(&mock, &gateways, &t);
+}
+
+#[test]
+fn three_gateways_on_one_redis_cluster_let_exactly_the_affordable_calls_through() {
+    let cluster = RedisCluster::start();
+    let mock = Mock::start(&[]);
+    let settings = with_short_holds(cluster.settings());
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = gateway_env(&mock, &pairs);
+    flat_price(&env, "mock-flat", "0.01");
+    let t = tree(&env, "0.30", "0.50");
+    let gateways = replicas(&env);
     race_for_exactly_the_room(&mock, &gateways, &t);
 }
