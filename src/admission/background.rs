@@ -11,7 +11,7 @@ use super::{events, Admission};
 use crate::core::agent::AgentId;
 use crate::core::events::{Event, TOPIC_AGENT_LIFECYCLE, TOPIC_POLICY_CHANGES};
 use crate::http::Shutdown;
-use crate::spend::{HoldKey, SpendError};
+use crate::spend::{HoldInfo, HoldKey, SpendError};
 
 /// How often the pricebook is re-read from the store.
 const PRICEBOOK_REFRESH: Duration = Duration::from_secs(10);
@@ -35,10 +35,67 @@ impl Admission {
     /// Runs every background loop until shutdown.
     pub async fn run_background(self: Arc<Self>, shutdown: Shutdown) {
         tokio::join!(
+            Arc::clone(&self).epoch_loop(shutdown.clone()),
             Arc::clone(&self).sweep_loop(shutdown.clone()),
             Arc::clone(&self).pricebook_loop(shutdown.clone()),
             self.invalidation_loop(shutdown),
         );
+    }
+
+    /// Watches a shared spend cache's epoch: when it finds the cache lost its data, every hold
+    /// whose call still runs here is recorded again (before the cache lets anyone reserve).
+    async fn epoch_loop(self: Arc<Self>, mut shutdown: Shutdown) {
+        let Some(every) = self.spend.epoch_check_every() else {
+            return;
+        };
+        let mut reasserted = self.spend.check_epoch().await.map_or(0, |s| s.generation);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.wait() => return,
+            }
+            match self.spend.check_epoch().await {
+                Ok(state) if state.generation != reasserted => {
+                    if self.reassert_live().await {
+                        reasserted = state.generation;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "spend cache epoch not read"),
+            }
+        }
+    }
+
+    /// Records every live hold again where the spend cache lost it; false if one could not
+    /// be (tried again on the next tick).
+    async fn reassert_live(&self) -> bool {
+        let expires = Utc::now() + chrono::Duration::seconds(self.limits.hold_seconds);
+        let live: Vec<HoldInfo> = self
+            .live()
+            .values()
+            .map(|h| HoldInfo {
+                expires_at: expires,
+                ..h.clone()
+            })
+            .collect();
+        let mut recreated = 0;
+        for hold in &live {
+            match self.spend.reassert(hold).await {
+                Ok(true) => recreated += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, hold = %hold.key(), "a live hold could not be re-asserted; retrying");
+                    return false;
+                }
+            }
+        }
+        tracing::warn!(
+            live = live.len(),
+            recreated,
+            "the spend cache lost its data: live holds re-asserted"
+        );
+        true
     }
 
     async fn sweep_loop(self: Arc<Self>, mut shutdown: Shutdown) {
@@ -58,7 +115,7 @@ impl Admission {
     /// Moves the expiry of every hold whose call is still running here one hold lifetime ahead,
     /// so the sweeper never frees the budget of a live stream.
     async fn extend_live(&self) {
-        let live: Vec<HoldKey> = self.live().values().copied().collect();
+        let live: Vec<HoldKey> = self.live().values().map(HoldInfo::key).collect();
         let expires = Utc::now() + chrono::Duration::seconds(self.limits.hold_seconds);
         for key in live {
             if let Err(e) = self.spend.extend(&key, expires).await {

@@ -14,7 +14,7 @@ use crate::core::events::{Event, Outcome};
 use crate::core::money::Micros;
 use crate::core::policy::PolicyId;
 use crate::core::pricing::Usage;
-use crate::spend::{HoldKey, Reservation};
+use crate::spend::{HoldInfo, HoldKey, Reservation};
 
 /// Attempts to publish a MeteringEvent before giving up (the hold then expires and the sweeper
 /// charges the reservation, so the charge is still not lost).
@@ -53,6 +53,31 @@ pub struct PendingCharge {
     upstream_status: Option<u16>,
 }
 
+/// A hold as this process tracks it while its call runs: what it re-asserts if Redis lost it.
+fn live_hold(
+    admission: &Admission,
+    call: &CallFacts,
+    priced: &Priced,
+    reservation: &Reservation,
+) -> HoldInfo {
+    let chain = &call.chain.chain;
+    let now = chrono::Utc::now();
+    HoldInfo {
+        hold_id: reservation.hold_id,
+        agent_id: chain.agent().id,
+        ancestor_ids: chain.members().iter().skip(1).map(|a| a.id).collect(),
+        root_agent_id: reservation.root_agent_id,
+        resource: format!("{}:{}", call.provider, call.resource),
+        source: call.source,
+        operation: call.operation.clone(),
+        amount: reservation.amount,
+        currency: priced.price.currency,
+        charged: reservation.charged.clone(),
+        reserved_at: now,
+        expires_at: now + chrono::Duration::seconds(admission.limits.hold_seconds),
+    }
+}
+
 impl PendingCharge {
     pub(super) fn new(
         admission: Arc<Admission>,
@@ -64,7 +89,7 @@ impl PendingCharge {
         let mut policy_ids: Vec<PolicyId> = reservation.charged.iter().map(|(id, _)| *id).collect();
         policy_ids.dedup();
         let key = reservation.key();
-        admission.track_hold(key);
+        admission.track_hold(live_hold(&admission, &call, &priced, reservation));
         PendingCharge {
             held: Some(Held {
                 admission,

@@ -34,7 +34,7 @@ use crate::core::decision::{Decision, DenyReason};
 use crate::core::events::{Event, Source};
 use crate::core::money::{Currency, Micros, Money};
 use crate::core::pricing::{Price, Pricebook};
-use crate::spend::{HoldId, HoldKey, ReserveOutcome, ReserveRequest, SpendCache};
+use crate::spend::{HoldId, HoldInfo, ReserveOutcome, ReserveRequest, SpendCache};
 use crate::store::{ChainPolicies, Store};
 
 pub use self::background::Swept;
@@ -113,7 +113,8 @@ pub struct Admission {
     limits: AdmissionLimits,
     instance: String,
     /// Holds whose call is still running here: extended by the sweeper, never expired.
-    live_holds: Mutex<HashMap<HoldId, HoldKey>>,
+    /// Each is re-asserted if the spend cache lost its data.
+    live_holds: Mutex<HashMap<HoldId, HoldInfo>>,
 }
 
 impl Admission {
@@ -345,14 +346,14 @@ impl Admission {
     /// The live holds. Every change under the lock is one insert or remove, so a poisoned lock
     /// still guards a consistent map: it is used, not skipped (a hold left out would not be
     /// extended, and would expire under a live stream).
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<HoldId, HoldKey>> {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<HoldId, HoldInfo>> {
         self.live_holds
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn track_hold(&self, key: HoldKey) {
-        if self.live().insert(key.hold_id, key).is_none() {
+    fn track_hold(&self, hold: HoldInfo) {
+        if self.live().insert(hold.hold_id, hold).is_none() {
             metrics::gauge!("caracal_reservations_open").increment(1.0);
         }
     }

@@ -132,6 +132,15 @@ pub struct RedisConfig {
     /// Sorted sets the hold expiry index is spread over (every sweeper reads all of them; more
     /// shards spread a Cluster's load). Changing it orphans the index of live holds: set it once.
     pub expiry_shards: u32,
+    /// How often each gateway reads the epoch key that finds a Redis which lost its data, in ms.
+    pub epoch_check_ms: u64,
+    /// After Redis lost its data, how long every gateway waits (503) before it reserves again,
+    /// so every live replica has re-asserted its holds, in ms. Keep it above
+    /// `epochCheckMs + commandTimeoutMs`.
+    pub rebuild_grace_ms: u64,
+    /// How long a settled hold is remembered, so a re-assertion after a data loss never brings
+    /// it back, in ms.
+    pub settled_tombstone_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -149,6 +158,9 @@ impl Default for RedisConfig {
             connect_timeout_ms: 5_000,
             connections: 4,
             expiry_shards: 16,
+            epoch_check_ms: 250,
+            rebuild_grace_ms: 2_000,
+            settled_tombstone_ms: 60_000,
         }
     }
 }

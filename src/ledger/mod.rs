@@ -5,6 +5,7 @@
 
 pub mod columns;
 pub mod keys;
+pub mod recorded;
 pub mod row_match;
 pub mod seal;
 pub mod verify;

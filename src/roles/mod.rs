@@ -18,6 +18,7 @@ use crate::bus::local::LocalBus;
 use crate::bus::EventBus;
 use crate::config::Config;
 use crate::http::Shutdown;
+use crate::ledger::recorded::LedgerRecord;
 use crate::spend::local::LocalSpend;
 use crate::spend::redis::{RedisLimits, RedisSpend, RedisTarget, RedisTlsFiles};
 use crate::spend::SpendCache;
@@ -188,11 +189,22 @@ pub async fn open_bus(config: &Config) -> Result<Arc<dyn EventBus>, ServeError> 
     Ok(Arc::new(bus))
 }
 
-/// Opens the spend cache: in-process (with its journal) unless Redis is configured.
-pub async fn open_spend(config: &Config) -> Result<Arc<dyn SpendCache>, ServeError> {
+/// Opens the spend cache: in-process (with its journal) unless Redis is configured. A Redis
+/// that lost its data is rebuilt from the ledger and the metering events it has not applied.
+pub async fn open_spend(
+    config: &Config,
+    stores: &Stores,
+    bus: &Arc<dyn EventBus>,
+) -> Result<Arc<dyn SpendCache>, ServeError> {
     if config.redis.is_configured() {
         let (target, limits) = redis_settings(&config.redis);
-        let spend = RedisSpend::open(&target, limits).await?;
+        let record = Arc::new(LedgerRecord {
+            ledger: Arc::clone(&stores.ledger),
+            leases: Arc::clone(&stores.leases),
+            bus: Arc::clone(bus),
+            consumer: ledger::CONSUMER.to_owned(),
+        });
+        let spend = RedisSpend::open(&target, limits, record).await?;
         return Ok(Arc::new(spend));
     }
     let data_dir = config.data_dir.clone();
@@ -223,6 +235,9 @@ pub(crate) fn redis_settings(redis: &crate::config::RedisConfig) -> (RedisTarget
         connect_timeout_ms: redis.connect_timeout_ms,
         connections: redis.connections,
         expiry_shards: redis.expiry_shards,
+        epoch_check_ms: redis.epoch_check_ms,
+        rebuild_grace_ms: redis.rebuild_grace_ms,
+        tombstone_ms: redis.settled_tombstone_ms,
         ..RedisLimits::default()
     };
     (target, limits)
@@ -253,7 +268,7 @@ impl Backends {
         let stores = open_stores(config).await?;
         let bus = open_bus(config).await?;
         let spend = match roles.iter().any(|r| r.reserves_budget()) {
-            true => Some(open_spend(config).await?),
+            true => Some(open_spend(config, &stores, &bus).await?),
             false => None,
         };
         let aggregates = match roles.contains(&Role::Metrics) {

@@ -183,6 +183,32 @@ pub enum SpendError {
     Corrupt(String),
 }
 
+/// Where a shared spend cache stands after a data loss (`SpendCache::check_epoch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochState {
+    /// Bumped each time this process finds the cache's data was lost (a new epoch); a process
+    /// re-asserts its live holds once per generation.
+    pub generation: u64,
+    /// False while the cache waits for every live process to re-assert its holds: `reserve`
+    /// refuses meanwhile.
+    pub admitting: bool,
+}
+
+/// What is recorded, outside the cache, as spent against a policy: the source a shared cache
+/// that lost its data rebuilds settled spend from (the ledger, and metering events the ledger
+/// has not applied yet).
+#[async_trait]
+pub trait SpendRecord: Send + Sync {
+    /// The recorded spend of `policy` (its agent and every descendant, in the policy's
+    /// currency) in each bucket of its frame at `now`: `(bucket start, micro-units)`, buckets
+    /// with nothing left out. Read fresh on every call.
+    async fn recorded(
+        &self,
+        policy: &BudgetPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, Micros)>, SpendError>;
+}
+
 /// Atomic reservations over an agent chain's budgets. Every method that changes state is durable
 /// before it returns `Ok`. An `Err` from `reserve` other than a denial may still have recorded the
 /// hold (e.g. a commit timeout): a caller that does not forward the call voids it with
@@ -251,4 +277,28 @@ pub trait SpendCache: Send + Sync {
 
     /// Ok when the cache can serve and persist right now (readiness).
     async fn ping(&self) -> Result<(), SpendError>;
+
+    /// How often a process should call `check_epoch`; `None` for a cache that cannot lose its
+    /// data behind the process's back (the in-process one, rebuilt from its journal).
+    fn epoch_check_every(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Finds whether the cache lost its data since this process last looked (its epoch is gone
+    /// or changed) and starts a new epoch if so. A process whose generation moved re-asserts
+    /// every hold it still tracks (`reassert`); `reserve` refuses until `admitting`.
+    async fn check_epoch(&self) -> Result<EpochState, SpendError> {
+        Ok(EpochState {
+            generation: 0,
+            admitting: true,
+        })
+    }
+
+    /// Records `hold` again, with its reservation in each of its buckets, if the cache lost
+    /// it: true when it was recreated. Changes nothing (false) when the hold is there, or was
+    /// settled or swept in the last while (a hold is never resurrected after its settlement).
+    async fn reassert(&self, hold: &HoldInfo) -> Result<bool, SpendError> {
+        let _ = hold;
+        Ok(false)
+    }
 }

@@ -24,6 +24,7 @@ mod metrics_role;
 mod mock_upstream;
 mod postgres_roles;
 mod postgres_store;
+mod redis_rebuild;
 mod sdk;
 mod serve_lifecycle;
 mod shared_budget;

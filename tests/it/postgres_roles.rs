@@ -16,7 +16,7 @@ use crate::ledger::{assert_each_event_sealed_once, ledger_env, sealed_rows, stea
 
 /// `env` pointed at a fresh, migrated database of `server` through the seeds' `DB_*` variables,
 /// with the signing key every ledger replica shares (none is made outside the embedded default).
-fn on_postgres(mut env: Env, server: &PgServer) -> Env {
+pub fn on_postgres(mut env: Env, server: &PgServer) -> Env {
     let database = server.create_database(None);
     for (key, value) in server.env_vars(&database) {
         env = env.with(&key, &value);

@@ -2,20 +2,23 @@
 //! host share one Redis (and the data dir's store and log). The official `openai` SDK races 1000
 //! calls across them against a budget with room for exactly N; exactly N reach the upstream.
 //! A replica killed with a call in flight has that hold charged once by a surviving replica.
+//! The same race again with Postgres as the store, and on a three-primary Redis Cluster.
 
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::gateway::{flat_price, gateway_env, tree, Gateway, Mock};
-use crate::harness::redis::RedisServer;
+use crate::harness::gateway::{flat_price, gateway_env, tree, Gateway, Mock, Tree};
+use crate::harness::postgres::PgServer;
+use crate::harness::redis::{RedisCluster, RedisServer};
 use crate::harness::{request, wait_for, Env};
+use crate::postgres_roles::on_postgres;
 
 /// 0.01 per call; the parent's 0.30 binds before the child's 0.50: N = 30.
-const ROOM: u64 = 30;
+pub const ROOM: u64 = 30;
 
-fn replicas(env: &Env) -> [Gateway; 3] {
+pub fn replicas(env: &Env) -> [Gateway; 3] {
     let (b, c) = (env.sibling(), env.sibling());
     let first = Gateway::start_roles(env.sibling(), &["gateway", "admin"]);
     [
@@ -25,25 +28,31 @@ fn replicas(env: &Env) -> [Gateway; 3] {
     ]
 }
 
-#[test]
-fn three_gateways_on_one_redis_let_exactly_the_affordable_calls_through() {
-    let redis = RedisServer::start();
-    let mock = Mock::start(&[]);
-    let settings = redis.settings();
-    let mut pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+/// The settings of a shared-budget run on `redis`: holds expire after 2 s, swept every second.
+pub fn shared_settings(redis: &RedisServer) -> Vec<(&'static str, String)> {
+    with_short_holds(redis.settings().into_iter().collect())
+}
+
+fn with_short_holds(mut pairs: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
     pairs.extend([
-        ("CARACAL_GATEWAY__CONFIG__PROVISIONALCHARGEEXPIRATION", "2"),
+        (
+            "CARACAL_GATEWAY__CONFIG__PROVISIONALCHARGEEXPIRATION",
+            "2".to_owned(),
+        ),
         (
             "CARACAL_GATEWAY__CONFIG__PROVISIONALCHARGECLEANUPINTERVAL",
-            "1",
+            "1".to_owned(),
         ),
     ]);
-    let env = gateway_env(&mock, &pairs);
-    flat_price(&env, "mock-flat", "0.01");
-    let t = tree(&env, "0.30", "0.50");
-    let gateways = replicas(&env);
-    let urls: Vec<String> = gateways.iter().map(|g| g.url("/openai/v1")).collect();
+    pairs
+}
 
+/// Races 1000 official-SDK calls across `gateways` (the first runs the admin role) for `t`,
+/// whose parent's 0.30 allows exactly `ROOM` calls at 0.01: exactly `ROOM` reach the upstream,
+/// the rest are denied, and the recorded spend is exactly the parent's limit (so neither the
+/// agent's 0.50 nor the parent's 0.30 is exceeded).
+pub fn race_for_exactly_the_room(mock: &Mock, gateways: &[Gateway], t: &Tree) {
+    let urls: Vec<String> = gateways.iter().map(|g| g.url("/openai/v1")).collect();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sdk_race.py");
     let output = Command::new(crate::harness::python())
         .args([script, &urls.join(","), &t.key, "1000", "200"])
@@ -69,6 +78,19 @@ fn three_gateways_on_one_redis_let_exactly_the_affordable_calls_through() {
         .map(|e| e["cost_micros"].as_i64().unwrap())
         .sum();
     assert_eq!(total, 300_000, "the parent's 0.30 exactly");
+}
+
+#[test]
+fn three_gateways_on_one_redis_let_exactly_the_affordable_calls_through() {
+    let redis = RedisServer::start();
+    let mock = Mock::start(&[]);
+    let settings = shared_settings(&redis);
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = gateway_env(&mock, &pairs);
+    flat_price(&env, "mock-flat", "0.01");
+    let t = tree(&env, "0.30", "0.50");
+    let gateways = replicas(&env);
+    race_for_exactly_the_room(&mock, &gateways, &t);
 
     // A replica killed -9 with a call in flight: a surviving replica charges its hold once.
     let [first, second, third] = gateways;
@@ -210,4 +232,37 @@ fn with_redis_down_the_gateway_refuses_at_once_and_forwards_nothing_then_recover
     wait_for("traffic to resume", Duration::from_secs(30), || {
         (call().status == 200).then_some(())
     });
+}
+
+#[test]
+fn three_gateways_on_one_redis_and_one_postgres_let_exactly_the_affordable_calls_through() {
+    let (redis, postgres) = (RedisServer::start(), PgServer::start());
+    let mock = Mock::start(&[]);
+    let mut settings = shared_settings(&redis);
+    // Three replicas' pools within the test server's 60 connections, as a deployment sizes them.
+    settings.extend([
+        ("CARACAL_GATEWAY__CONFIG__DBPOOLSIZE", "10".to_owned()),
+        ("CARACAL_GATEWAY__CONFIG__DBMAXOVERFLOW", "5".to_owned()),
+    ]);
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = on_postgres(gateway_env(&mock, &pairs), &postgres);
+    flat_price(&env, "mock-flat", "0.01");
+    let t = tree(&env, "0.30", "0.50");
+    let gateways = replicas(&env);
+    // The key and the policies exist only in Postgres: a replica on any other store would
+    // refuse every call.
+    race_for_exactly_the_room(&mock, &gateways, &t);
+}
+
+#[test]
+fn three_gateways_on_one_redis_cluster_let_exactly_the_affordable_calls_through() {
+    let cluster = RedisCluster::start();
+    let mock = Mock::start(&[]);
+    let settings = with_short_holds(cluster.settings());
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = gateway_env(&mock, &pairs);
+    flat_price(&env, "mock-flat", "0.01");
+    let t = tree(&env, "0.30", "0.50");
+    let gateways = replicas(&env);
+    race_for_exactly_the_room(&mock, &gateways, &t);
 }

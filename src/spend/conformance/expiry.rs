@@ -165,3 +165,32 @@ pub async fn holds_carry_their_source_and_operation<H: Harness>() {
         .collect();
     assert_eq!(held, vec![(Source::Mcp, "tools/call", "mcp:search/web")]);
 }
+
+/// A hold re-asserted (a replica's answer to a cache that lost its data) is never recorded
+/// twice while it is there, and never brought back once settled.
+pub async fn reasserting_a_hold_never_doubles_or_resurrects_it<H: Harness>() {
+    let (_h, spend) = H::open().await;
+    let now = utc("2026-03-10T12:00:00Z");
+    let policies = [daily(10, 2, 1_000), daily(11, 1, 5_000)];
+    let held = reserved(spend.as_ref(), request(&child(2), &policies, 300, now)).await;
+    let info = spend
+        .list_holds(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|h| h.hold_id == held.hold_id)
+        .unwrap();
+    assert!(!spend.reassert(&info).await.unwrap(), "the hold is there");
+    assert_eq!(
+        usage(spend.as_ref(), &policies, now).await,
+        vec![(0, 300), (0, 300)]
+    );
+    spend.settle(&held.key(), Micros(200), now).await.unwrap();
+    assert!(!spend.reassert(&info).await.unwrap(), "settled: not back");
+    assert_eq!(
+        usage(spend.as_ref(), &policies, now).await,
+        vec![(200, 0), (200, 0)]
+    );
+    assert_eq!(spend.list_holds(10).await.unwrap(), vec![]);
+    assert!(spend.check_epoch().await.unwrap().admitting);
+}

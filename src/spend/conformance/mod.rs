@@ -49,7 +49,8 @@ macro_rules! spend_conformance {
                 expiry::an_expired_hold_settles_exactly_once,
                 expiry::extend_keeps_a_hold_alive_past_its_original_expiry,
                 expiry::a_restart_keeps_settled_spend_and_live_holds,
-                expiry::holds_carry_their_source_and_operation);
+                expiry::holds_carry_their_source_and_operation,
+                expiry::reasserting_a_hold_never_doubles_or_resurrects_it);
             $crate::spend_conformance!(@races $harness;
                 race::exactly_n_of_1000_concurrent_reservations_win_on_agent_and_parent,
                 race::concurrent_reserves_and_settles_never_push_a_budget_over_its_limit);
@@ -183,6 +184,20 @@ pub fn of_chain(all: &[BudgetPolicy], chain: &AgentChain) -> Vec<BudgetPolicy> {
         .filter(|p| chain.members().iter().any(|a| a.id == p.agent_id))
         .cloned()
         .collect()
+}
+
+/// A record with nothing in it: a cache rebuilt from it starts every policy at zero.
+pub struct NothingRecorded;
+
+#[async_trait]
+impl crate::spend::SpendRecord for NothingRecorded {
+    async fn recorded(
+        &self,
+        _policy: &BudgetPolicy,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, Micros)>, crate::spend::SpendError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Every expired hold of every shard at `now`.

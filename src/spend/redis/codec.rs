@@ -21,28 +21,41 @@ pub(super) fn hold_fields(
     amount: Micros,
     charged: &[(PolicyId, DateTime<Utc>)],
 ) -> Vec<String> {
-    let ancestors: Vec<String> = req
-        .chain
-        .members()
-        .iter()
-        .skip(1)
-        .map(|a| a.id.to_string())
-        .collect();
-    let charged: Vec<String> = charged
+    info_fields(&HoldInfo {
+        hold_id: req.hold_id,
+        agent_id: req.chain.agent().id,
+        ancestor_ids: req.chain.members().iter().skip(1).map(|a| a.id).collect(),
+        root_agent_id: req.chain.root().id,
+        resource: req.resource.clone(),
+        source: req.source,
+        operation: req.operation.clone(),
+        amount,
+        currency: req.estimate.currency,
+        charged: charged.to_vec(),
+        reserved_at: req.now,
+        expires_at: req.expires_at,
+    })
+}
+
+/// The hash fields of a hold as recorded (what `parse_hold` reads back), as field/value pairs.
+pub(super) fn info_fields(hold: &HoldInfo) -> Vec<String> {
+    let ancestors: Vec<String> = hold.ancestor_ids.iter().map(|a| a.to_string()).collect();
+    let charged: Vec<String> = hold
+        .charged
         .iter()
         .map(|(policy, bucket)| format!("{policy}@{}", bucket.timestamp_micros()))
         .collect();
     let fields = [
-        ("ag", req.chain.agent().id.to_string()),
+        ("ag", hold.agent_id.to_string()),
         ("an", ancestors.join(",")),
-        ("re", req.resource.clone()),
-        ("so", req.source.as_str().to_owned()),
-        ("op", req.operation.clone()),
-        ("am", amount.get().to_string()),
-        ("cu", req.estimate.currency.as_str().to_owned()),
+        ("re", hold.resource.clone()),
+        ("so", hold.source.as_str().to_owned()),
+        ("op", hold.operation.clone()),
+        ("am", hold.amount.get().to_string()),
+        ("cu", hold.currency.as_str().to_owned()),
         ("ch", charged.join(",")),
-        ("ra", req.now.timestamp_micros().to_string()),
-        ("ex", req.expires_at.timestamp_micros().to_string()),
+        ("ra", hold.reserved_at.timestamp_micros().to_string()),
+        ("ex", hold.expires_at.timestamp_micros().to_string()),
     ];
     debug_assert_eq!(fields.len(), HOLD_FIELDS_MAX);
     fields

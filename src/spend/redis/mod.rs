@@ -3,9 +3,13 @@
 //! tag (`caracal:{<root>}:…`), so two replicas racing for the last dollar cannot both win and
 //! Redis Cluster accepts every script. Holds are stored under their id (a retried call never
 //! charges twice) and indexed for expiry in `expiry_shards` sorted sets. Knows nothing of HTTP
-//! or Kafka; Redis is a cache here, the ledger is the record.
+//! or Kafka; Redis is a cache here, the ledger is the record (`rebuild`: a Redis that lost its
+//! data is rebuilt from it).
 
 mod codec;
+mod rebuild;
+#[cfg(test)]
+mod rebuild_tests;
 mod scripts;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -19,9 +23,10 @@ use fred::prelude::{
 use fred::types::scripts::Script;
 
 use self::codec::{hold_fields, parse_hold, HOLD_FIELDS_MAX};
+use self::rebuild::{tombstone_key, EpochView};
 use super::{
-    HoldInfo, HoldKey, Reservation, ReserveOutcome, ReserveRequest, Settlement, SpendCache,
-    SpendError,
+    EpochState, HoldInfo, HoldKey, Reservation, ReserveOutcome, ReserveRequest, Settlement,
+    SpendCache, SpendError, SpendRecord,
 };
 use crate::core::agent::AgentId;
 use crate::core::decision::{decide, Decision, DenyReason, PolicyUsage};
@@ -73,6 +78,13 @@ pub struct RedisLimits {
     pub hold_policies_max: usize,
     /// Longest resource name a hold may carry, in bytes.
     pub resource_bytes_max: usize,
+    /// How often each process reads the epoch key (finds a Redis that lost its data).
+    pub epoch_check_ms: u64,
+    /// How long reservations wait after a new epoch, so every live replica re-asserts its
+    /// holds first; keep it above `epoch_check_ms + command_timeout_ms`.
+    pub rebuild_grace_ms: u64,
+    /// How long a settled hold's tombstone is kept (a re-assertion never brings it back).
+    pub tombstone_ms: u64,
 }
 
 impl Default for RedisLimits {
@@ -84,6 +96,9 @@ impl Default for RedisLimits {
             expiry_shards: 16,
             hold_policies_max: 256,
             resource_bytes_max: 512,
+            epoch_check_ms: 250,
+            rebuild_grace_ms: 2_000,
+            tombstone_ms: 60_000,
         }
     }
 }
@@ -97,12 +112,22 @@ struct Scripts {
     index: Script,
     nonce: Script,
     usage: Script,
+    epoch: Script,
+    version: Script,
+    seed: Script,
+    reassert: Script,
 }
 
 pub struct RedisSpend {
     pool: Pool,
     scripts: Scripts,
     limits: RedisLimits,
+    /// The epoch of the data as this process last read it.
+    epoch: std::sync::Mutex<EpochView>,
+    /// Where settled spend is rebuilt from.
+    record: std::sync::Arc<dyn SpendRecord>,
+    /// Held while this process seeds policies.
+    seeding: tokio::sync::Mutex<()>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> SpendError {
@@ -110,8 +135,14 @@ fn unavailable(e: impl std::fmt::Display) -> SpendError {
 }
 
 impl RedisSpend {
-    /// Connects, refuses a server that may evict keys, and loads the scripts.
-    pub async fn open(target: &RedisTarget, limits: RedisLimits) -> Result<RedisSpend, SpendError> {
+    /// Connects, refuses a server that may evict keys, loads the scripts and reads the epoch
+    /// (starting one in a new or emptied Redis). Policies are seeded from `record` on first use
+    /// in each epoch.
+    pub async fn open(
+        target: &RedisTarget,
+        limits: RedisLimits,
+        record: std::sync::Arc<dyn SpendRecord>,
+    ) -> Result<RedisSpend, SpendError> {
         let mut config = match &target.url {
             Some(url) => Config::from_url(url).map_err(unavailable)?,
             None => Config {
@@ -157,9 +188,17 @@ impl RedisSpend {
                 index: Script::from_lua(scripts::INDEX),
                 nonce: Script::from_lua(scripts::NONCE),
                 usage: Script::from_lua(scripts::USAGE),
+                epoch: Script::from_lua(scripts::EPOCH),
+                version: Script::from_lua(scripts::VERSION),
+                seed: Script::from_lua(scripts::SEED),
+                reassert: Script::from_lua(scripts::REASSERT),
             },
             limits,
+            epoch: std::sync::Mutex::new(EpochView::new()),
+            record,
+            seeding: tokio::sync::Mutex::new(()),
         };
+        spend.observe_epoch().await?;
         Ok(spend)
     }
 
@@ -353,11 +392,51 @@ fn policy_args(
     Ok((keys, args, charged))
 }
 
-#[async_trait]
-impl SpendCache for RedisSpend {
-    async fn reserve(&self, req: ReserveRequest) -> Result<ReserveOutcome, SpendError> {
+/// The policies an `unseeded` reply names (1-based, in evaluation order).
+fn unseeded_policies(
+    reply: &[Value],
+    charged: &Charged,
+    zero: &[PolicyUsage],
+) -> Vec<BudgetPolicy> {
+    reply
+        .iter()
+        .skip(1)
+        .filter_map(Value::as_i64)
+        .filter_map(|i| usize::try_from(i - 1).ok())
+        .filter_map(|i| charged.get(i))
+        .filter_map(|(id, _)| zero.iter().find(|u| u.policy.id == *id))
+        .map(|u| u.policy.clone())
+        .collect()
+}
+
+/// Reservation attempts per call: a policy not seeded in this epoch is seeded, then tried again.
+const RESERVE_ATTEMPTS_MAX: usize = 3;
+
+impl RedisSpend {
+    /// The check-and-hold, seeding first every policy of the chain the script finds unseeded
+    /// in the current epoch (a new or emptied Redis, a new policy).
+    async fn reserve_seeded(&self, req: ReserveRequest) -> Result<ReserveOutcome, SpendError> {
         let limits = &self.limits;
         req.check(limits.resource_bytes_max, limits.hold_policies_max)?;
+        for _ in 0..RESERVE_ATTEMPTS_MAX {
+            let epoch = self.admitting_epoch()?;
+            match self.try_reserve(req.clone(), epoch).await? {
+                Ok(outcome) => return Ok(outcome),
+                Err(unseeded) => self.seed(req.chain.root().id, &unseeded, req.now).await?,
+            }
+        }
+        Err(unavailable(
+            "the chain's policies were not seeded in the current epoch after rebuilding them",
+        ))
+    }
+
+    /// One reserve script in `epoch`: the outcome, or the policies it found unseeded (then
+    /// nothing is held).
+    async fn try_reserve(
+        &self,
+        req: ReserveRequest,
+        epoch: String,
+    ) -> Result<Result<ReserveOutcome, Vec<BudgetPolicy>>, SpendError> {
         let zero = zero_usages(&req);
         let estimate = req.estimate.micros.max(Micros::ZERO);
         let order = decide(&req.chain, &zero, &req.resource, req.estimate);
@@ -374,10 +453,11 @@ impl SpendCache for RedisSpend {
             exact("estimate", estimate.get())?,
             if may_hold { "1" } else { "0" }.to_owned(),
             charged.len().to_string(),
+            epoch,
         ];
         args.extend(policy_args);
         args.extend(hold_fields(&req, estimate, &charged));
-        debug_assert!(args.len() <= 3 + 5 * charged.len() + 2 * HOLD_FIELDS_MAX);
+        debug_assert!(args.len() <= 4 + 5 * charged.len() + 2 * HOLD_FIELDS_MAX);
         // The index entry is sent first on the same connection, pipelined with the script: a
         // crash leaves at worst an index entry without a hold (dropped by the sweeper), never a
         // hold that nothing would expire.
@@ -387,6 +467,10 @@ impl SpendCache for RedisSpend {
             run_on(client, &self.scripts.reserve, keys, args)
         );
         let reply = reply?.into_array();
+        if reply.first().and_then(Value::as_string).as_deref() == Some("unseeded") {
+            self.set_index(&key, 0).await?;
+            return Ok(Err(unseeded_policies(&reply, &charged, &zero)));
+        }
         if let Err(e) = indexed {
             if reply.first().and_then(Value::as_string).as_deref() == Some("ok") {
                 // Held but not indexed: never leave it so; void it and fail the call.
@@ -404,7 +488,14 @@ impl SpendCache for RedisSpend {
             zero,
             order,
         };
-        self.conclude(attempt, reply).await
+        self.conclude(attempt, reply).await.map(Ok)
+    }
+}
+
+#[async_trait]
+impl SpendCache for RedisSpend {
+    async fn reserve(&self, req: ReserveRequest) -> Result<ReserveOutcome, SpendError> {
+        self.reserve_seeded(req).await
     }
 
     async fn settle(
@@ -421,12 +512,14 @@ impl SpendCache for RedisSpend {
         let args = vec![
             exact("actual cost", actual.get())?,
             policy_prefix(hold.root_agent_id),
+            self.limits.tombstone_ms.max(1).to_string(),
         ];
+        let keys = vec![hold_key(hold), tombstone_key(hold)];
         // The index entry goes after the script on the same connection (pipelined): a hold is
         // never left without one; an entry left without a hold is dropped by the sweeper.
         let client = self.pool.next();
         let (reply, unindexed) = tokio::join!(
-            run_on(client, &self.scripts.settle, vec![hold_key(hold)], args),
+            run_on(client, &self.scripts.settle, keys, args),
             self.set_index_on(client, hold, 0)
         );
         let reply = reply?.into_array();
@@ -551,8 +644,23 @@ impl SpendCache for RedisSpend {
             .next()
             .ping::<String>(None)
             .await
-            .map(drop)
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        // Not ready while a new epoch waits for every replica's holds.
+        self.admitting_epoch().map(drop)
+    }
+
+    fn epoch_check_every(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(
+            self.limits.epoch_check_ms.max(1),
+        ))
+    }
+
+    async fn check_epoch(&self) -> Result<EpochState, SpendError> {
+        self.observe_epoch().await
+    }
+
+    async fn reassert(&self, hold: &HoldInfo) -> Result<bool, SpendError> {
+        self.reassert_hold(hold).await
     }
 }
 

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::{RedisLimits, RedisSpend, RedisTarget};
 use crate::spend::conformance::{self, Harness};
-use crate::spend::{SpendCache, SpendError};
+use crate::spend::{SpendCache, SpendError, SpendRecord};
 
 /// A `redis-server` of this test, stopped on drop.
 pub(crate) struct RedisServer {
@@ -96,8 +96,20 @@ pub(crate) struct RedisHarness {
     server: RedisServer,
 }
 
+/// The limits of a test: no grace after a new epoch (one process, nothing to wait for).
+pub(super) fn limits() -> RedisLimits {
+    RedisLimits {
+        rebuild_grace_ms: 0,
+        ..RedisLimits::default()
+    }
+}
+
+pub(super) fn nothing() -> Arc<dyn SpendRecord> {
+    Arc::new(conformance::NothingRecorded)
+}
+
 async fn open(server: &RedisServer) -> RedisSpend {
-    RedisSpend::open(&server.target(), RedisLimits::default())
+    RedisSpend::open(&server.target(), limits(), nothing())
         .await
         .unwrap()
 }
@@ -181,7 +193,7 @@ pub(crate) struct ClusterHarness {
 impl Harness for ClusterHarness {
     async fn open() -> (Self, Arc<dyn SpendCache>) {
         let cluster = RedisCluster::start();
-        let spend = RedisSpend::open(&cluster.target(), RedisLimits::default())
+        let spend = RedisSpend::open(&cluster.target(), limits(), nothing())
             .await
             .unwrap();
         (ClusterHarness { cluster }, Arc::new(spend))
@@ -191,7 +203,7 @@ impl Harness for ClusterHarness {
         drop(cache);
         let target = self.cluster.target();
         Arc::new(
-            RedisSpend::open(&target, RedisLimits::default())
+            RedisSpend::open(&target, limits(), nothing())
                 .await
                 .unwrap(),
         )
@@ -203,7 +215,7 @@ crate::spend_conformance!(conformance_on_redis_cluster, super::ClusterHarness);
 #[tokio::test]
 async fn a_redis_that_may_evict_keys_is_refused_with_what_to_set() {
     let server = RedisServer::start(&["--maxmemory-policy", "allkeys-lru"]);
-    match RedisSpend::open(&server.target(), RedisLimits::default()).await {
+    match RedisSpend::open(&server.target(), limits(), nothing()).await {
         Err(SpendError::Invalid(message)) => {
             assert!(message.contains("allkeys-lru"), "{message}");
             assert!(message.contains("noeviction"), "{message}");
@@ -218,9 +230,11 @@ async fn a_redis_that_goes_away_fails_calls_within_the_deadline_and_serves_again
     let mut server = RedisServer::start(&[]);
     let limits = RedisLimits {
         command_timeout_ms: 300,
-        ..RedisLimits::default()
+        ..limits()
     };
-    let spend = RedisSpend::open(&server.target(), limits).await.unwrap();
+    let spend = RedisSpend::open(&server.target(), limits, nothing())
+        .await
+        .unwrap();
     let now = conformance::utc("2026-03-10T12:00:00Z");
     let policies = [conformance::daily(10, 2, 1_000)];
     conformance::reserved(

@@ -1,5 +1,6 @@
 //! A real `redis-server` per test (Debian's package): a free port, no persistence, stopped on
-//! drop. `scripts/test.sh` installs it; without it the test fails saying so.
+//! drop; a three-primary Redis Cluster of them. `scripts/test.sh` installs it; without it the
+//! test fails saying so.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,6 +92,65 @@ impl RedisServer {
             ("CARACAL_REDIS__HOST", "127.0.0.1".to_owned()),
             ("CARACAL_REDIS__PORT", self.port.to_string()),
         ]
+    }
+}
+
+/// Three primaries made into a Redis Cluster by `redis-cli --cluster create`, stopped on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let port = super::free_port();
+                let port_text = port.to_string();
+                let args = [
+                    "--port",
+                    &port_text,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ];
+                RedisServer::start_with(port, &args)
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): run scripts/test.sh"));
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let ok = |node: &RedisServer| {
+            let info = Command::new("redis-cli")
+                .args(["-p", &node.port.to_string(), "cluster", "info"])
+                .output()
+                .unwrap_or_else(|e| panic!("redis-cli: {e}"));
+            String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok")
+        };
+        super::wait_for("the cluster to be ok", Duration::from_secs(20), || {
+            nodes.iter().all(ok).then_some(())
+        });
+        RedisCluster { nodes }
+    }
+
+    /// The settings that point `caracal` at this cluster (one node; the others are found).
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let mut settings: Vec<(&str, String)> = self.nodes[0].settings().into_iter().collect();
+        settings.push(("CARACAL_REDIS__CLUSTER", "true".to_owned()));
+        settings
     }
 }
 

@@ -24,7 +24,7 @@ fn agent(n: u128) -> AgentId {
     AgentId(Uuid::from_u128(n))
 }
 
-pub(super) fn metering_full() -> MeteringEvent {
+pub(crate) fn metering_full() -> MeteringEvent {
     MeteringEvent {
         event_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001),
         occurred_at: UnixMicros(1_714_000_000_123_456),
