@@ -155,10 +155,12 @@ impl ObjectTarget {
         Ok(shipped)
     }
 
-    /// Reads records after the pending ones until `records_max` are held.
+    /// Reads records after the pending ones until `records_max` are held, unless they already
+    /// fill `bytes_max`.
     async fn top_up(&mut self, store: &dyn AuditStore) -> Result<(), ExportError> {
         let room = self.limits.records_max.saturating_sub(self.pending.len());
-        if room == 0 {
+        let bytes: usize = self.pending.iter().map(|l| l.text.len()).sum();
+        if room == 0 || bytes >= self.limits.bytes_max {
             return Ok(());
         }
         let after = self.pending.last().map_or(self.pending_after, |l| l.id);

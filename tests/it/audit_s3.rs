@@ -148,21 +148,27 @@ fn wait_for_agents(moto: &Moto, agents: &[String]) -> Vec<Value> {
     records
 }
 
-#[test]
-fn audit_records_land_in_s3_objects_exactly_once_across_a_kill_and_a_restart() {
-    let env = Env::new().with("AWS_ACCESS_KEY_ID", ACCESS_KEY);
-    let moto = Moto::start(env.dir.path());
-    moto.boto3(&["create", BUCKET]);
+/// Writes `caracal.yaml`: the seeds' formats, one `s3://` destination on `moto`, the secret
+/// key from a file (the access key id comes from `AWS_ACCESS_KEY_ID`).
+fn write_config(env: &Env, moto: &Moto, records_max: usize) {
     let secret_file = env.dir.path().join("s3-secret");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
     let yaml = format!(
         "auditLogger:\n  exportFormats: [json, syslog]\n  destinations: [\"s3://{BUCKET}/caracal/\"]\n  \
          s3:\n    region: us-east-1\n    endpoint: {}\n    secretAccessKeyFile: {}\n    \
-         objectRecordsMax: 2\n    flushIntervalSeconds: 1\n",
+         objectRecordsMax: {records_max}\n    flushIntervalSeconds: 1\n",
         moto.endpoint,
         secret_file.display()
     );
     std::fs::write(env.dir.path().join("caracal.yaml"), yaml).unwrap();
+}
+
+#[test]
+fn audit_records_land_in_s3_objects_exactly_once_across_a_kill_and_a_restart() {
+    let env = Env::new().with("AWS_ACCESS_KEY_ID", ACCESS_KEY);
+    let moto = Moto::start(env.dir.path());
+    moto.boto3(&["create", BUCKET]);
+    write_config(&env, &moto, 2);
     let shown = env.cli(&["config", "show"]).ok().to_owned();
     assert!(
         shown.contains(&moto.endpoint) && !shown.contains(SECRET),
@@ -204,4 +210,54 @@ fn audit_records_land_in_s3_objects_exactly_once_across_a_kill_and_a_restart() {
     assert_eq!(server.terminate(), 0);
     assert!(!logs.contains(SECRET), "the secret key is in the log");
     assert!(count >= agents.len());
+}
+
+#[test]
+fn a_failed_put_is_retried_with_the_same_key_and_records_after_a_kill_with_larger_limits() {
+    let env = Env::new().with("AWS_ACCESS_KEY_ID", ACCESS_KEY);
+    let moto = Moto::start(env.dir.path());
+    write_config(&env, &moto, 2);
+    // No bucket yet: every PUT fails after its range was planned.
+    let server = env.serve(&["--role", "admin", "--role", "audit"]);
+    let mut agents: Vec<String> = (0..3)
+        .map(|i| create_agent(&env, &format!("r-{i}")))
+        .collect();
+    let failed = wait_for("a failed PUT in the log", DEADLINE, || {
+        let log = server.log();
+        let at = log.find("Error performing PUT ")?;
+        let url = log[at..].split_whitespace().nth(3)?.to_owned();
+        Some(url.split_once("/caracal-audit/")?.1.to_owned())
+    });
+    assert!(server.log().contains("audit export failed; retrying"));
+    server.kill9();
+
+    // The bucket exists now and objects may hold 1000 records; the planned range still goes
+    // out first, under the key the failed PUT used, holding exactly the records it named.
+    moto.boto3(&["create", BUCKET]);
+    write_config(&env, &moto, 1000);
+    let server = env.serve(&["--role", "admin", "--role", "audit"]);
+    agents.push(create_agent(&env, "r-3"));
+    let records = wait_for_agents(&moto, &agents);
+    let objects = moto.objects();
+    let planned = &objects
+        .get(&failed)
+        .unwrap_or_else(|| panic!("{failed} not in {objects:?}"));
+    let name = failed
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .trim_end_matches(".jsonl");
+    let (first, last) = name.split_once('-').unwrap();
+    let span = last.parse::<usize>().unwrap() - first.parse::<usize>().unwrap() + 1;
+    assert!(
+        span <= 2,
+        "the plan was cut with objectRecordsMax 2: {failed}"
+    );
+    assert_eq!(planned["body"].as_str().unwrap().lines().count(), span);
+    assert!(
+        objects.len() >= 2,
+        "later records in later objects: {objects:?}"
+    );
+    assert!(records.len() >= agents.len());
+    assert_eq!(server.terminate(), 0);
 }
