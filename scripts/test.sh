@@ -56,7 +56,9 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$venv/bin/python" -m pip install -q -r "$requirements"
   echo "$want" > "$stamp"
 fi
-"$venv/bin/python" -c "import fastavro, openai, anthropic, cryptography" || die "the Python clients are not importable from .venv"
+"$venv/bin/python" -c "import fastavro, openai, anthropic, cryptography, boto3, moto" || die "the Python clients are not importable from .venv"
+# The S3-compatible server of the audit export test (tests/it/audit_s3.rs), from moto[server].
+[ -x "$venv/bin/moto_server" ] || die "moto_server is missing from .venv/bin after installing moto[server]"
 export CARACAL_PYTHON="$venv/bin/python"
 
 # The deployment checkers (Helm's engine, Kubernetes schemas, hadolint), in the same .venv.

@@ -1,7 +1,8 @@
-//! Ships the audit log to one destination (a file, a syslog server over UDP or TCP) in id order
-//! from that destination's cursor, at least once: the cursor moves only after the write
-//! succeeded (a file is fsynced first). Never touches the consumer: a failing destination is
-//! logged, counted and retried with backoff while consumption goes on.
+//! Ships the audit log to one destination (a file, a syslog server over UDP or TCP, an object
+//! store through `object`) in id order from that destination's cursor, at least once: the
+//! cursor moves only after the write succeeded (a file is fsynced first; objects are exactly
+//! once, see `object`). Never touches the consumer: a failing destination is logged, counted
+//! and retried with backoff while consumption goes on.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -12,9 +13,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::watch;
 
+use super::object::ObjectTarget;
 use super::syslog;
 use super::{pause, wait_for_leadership};
-use crate::config::{AuditDestination, ExportFormat};
+use crate::config::{AuditDestination, AuditS3Config, ExportFormat};
 use crate::http::Shutdown;
 use crate::store::audit::{AuditRecord, AuditStore};
 use crate::store::leases::Fence;
@@ -36,6 +38,9 @@ pub struct ExportSettings {
     pub udp_message_bytes_max: usize,
     /// The line format of `file://` destinations.
     pub file_format: ExportFormat,
+    /// The line format of `s3://` objects and how they are reached and cut.
+    pub object_format: ExportFormat,
+    pub s3: AuditS3Config,
     /// This host as RFC 5424's HOSTNAME (already `syslog::hostname_field`).
     pub hostname: String,
 }
@@ -50,6 +55,8 @@ impl ExportSettings {
             io_timeout: Duration::from_secs(10),
             udp_message_bytes_max,
             file_format,
+            object_format: file_format,
+            s3: AuditS3Config::default(),
             hostname: syslog::hostname_field(&local_hostname()),
         }
     }
@@ -73,8 +80,8 @@ pub enum ExportError {
     Timeout(Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("object store: {0}")]
+    Object(String),
 }
 
 enum Target {
@@ -89,6 +96,7 @@ enum Target {
         port: u16,
         stream: Option<TcpStream>,
     },
+    Object(Box<ObjectTarget>),
 }
 
 /// One destination and its open connection, if any.
@@ -99,7 +107,7 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// `Unsupported` for a destination this build cannot ship to (S3).
+    /// Fails when an object-store client cannot be built from the settings.
     pub fn new(
         uri: &str,
         destination: AuditDestination,
@@ -118,10 +126,8 @@ impl Exporter {
                     port,
                     stream: None,
                 },
-                AuditDestination::S3 => return Err(ExportError::Unsupported(
-                    "s3:// audit destinations are not supported in this build (no object-store \
-                     client); use file:// or syslog://"
-                        .into(),
+                AuditDestination::S3 { bucket, prefix } => Target::Object(Box::new(
+                    ObjectTarget::s3(&bucket, &prefix, &settings.s3, settings.object_format)?,
                 )),
             };
         Ok(Exporter {
@@ -137,6 +143,9 @@ impl Exporter {
 
     /// Ships the next batch after the cursor; returns how many records went out.
     pub async fn ship_once(&mut self, store: &dyn AuditStore) -> Result<usize, ExportError> {
+        if let Target::Object(target) = &mut self.target {
+            return target.ship_once(&self.uri, store).await;
+        }
         let cursor = store.audit_cursor(&self.uri).await?;
         let records = store
             .audit_after(cursor, self.settings.batch_records_max)
@@ -155,7 +164,7 @@ impl Exporter {
 
     fn disconnect(&mut self) {
         match &mut self.target {
-            Target::File(_) => {}
+            Target::File(_) | Target::Object(_) => {}
             Target::Udp { socket, .. } => *socket = None,
             Target::Tcp { stream, .. } => *stream = None,
         }
@@ -164,6 +173,8 @@ impl Exporter {
     async fn write(&mut self, records: &[AuditRecord]) -> Result<(), ExportError> {
         let s = Arc::clone(&self.settings);
         match &mut self.target {
+            // Written by `ObjectTarget::ship_once`, never through here.
+            Target::Object(_) => {}
             Target::File(path) => {
                 let text: String = records
                     .iter()
@@ -327,13 +338,5 @@ mod tests {
         append_lines(&path, b"{\"b\":2}\n").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "{\"a\":1}\n{\"torn\n{\"b\":2}\n");
-    }
-
-    #[test]
-    fn an_s3_destination_is_refused_as_unsupported_in_this_build() {
-        let settings = Arc::new(ExportSettings::new(ExportFormat::Json, 8192));
-        let refused = Exporter::new("s3://bucket/p/", AuditDestination::S3, settings);
-        let message = refused.err().unwrap().to_string();
-        assert!(message.contains("not supported in this build"), "{message}");
     }
 }

@@ -1,9 +1,10 @@
 //! The audit log: every message of every topic (the DLQ included) recorded once, through the
 //! consumer runtime's fenced commits (`record` builds the rows), shipped to files and syslog
-//! (`export`, `syslog`) and deleted after retention (`retention`). Exports and retention run
+//! (`export`, `syslog`) and objects in S3-compatible stores (`object`), and deleted after retention (`retention`). Exports and retention run
 //! only on the replica that owns the leader partition, and never hold up consumption.
 
 pub mod export;
+pub mod object;
 pub mod record;
 pub mod retention;
 pub mod syslog;

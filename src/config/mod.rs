@@ -7,6 +7,7 @@
 //! bundled databases, `signingKeySecretName`) are deployment settings, not binary config: the
 //! loader rejects them like any unknown key, with a hint saying so.
 
+mod audit_s3;
 mod backends;
 mod embedded;
 mod env;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use audit_s3::AuditS3Config;
 pub use backends::{
     Compression, KafkaConfig, KafkaProtocol, KafkaSecurity, KafkaSsl, KafkaTopicConfig, PgSsl,
     PgSslMode, PostgresConfig, RedisConfig, RedisTls, SaslMechanism, SchemaRegistry,

@@ -73,6 +73,18 @@ pub(crate) fn secrets(
             value: &mut config.admin.token,
             file: &mut config.admin.token_file,
         },
+        Pair {
+            value_key: "consumers.auditLogger.s3.accessKeyId",
+            file_key: "consumers.auditLogger.s3.accessKeyIdFile",
+            value: &mut config.consumers.audit_logger.s3.access_key_id,
+            file: &mut config.consumers.audit_logger.s3.access_key_id_file,
+        },
+        Pair {
+            value_key: "consumers.auditLogger.s3.secretAccessKey",
+            file_key: "consumers.auditLogger.s3.secretAccessKeyFile",
+            value: &mut config.consumers.audit_logger.s3.secret_access_key,
+            file: &mut config.consumers.audit_logger.s3.secret_access_key_file,
+        },
     ];
     for pair in passwords {
         resolve_pair(pair, layers, Secret::new)?;

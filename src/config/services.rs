@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::audit_s3::{bucket_and_prefix, AuditS3Config};
 use super::resolve::Unresolved;
 use super::secret::Secret;
 
@@ -304,12 +305,14 @@ pub struct AuditLoggerConfig {
     /// Export destinations as URIs: `file:///absolute/path` (lines appended, fsynced),
     /// `syslog://host:514` or `syslog+udp://host:514` (RFC 5424, one datagram per record),
     /// `syslog+tcp://host:port` (RFC 5424 with RFC 6587 octet counting); the port defaults to
-    /// 514. `s3://bucket/prefix/` is accepted by the loader but this build cannot ship to S3,
-    /// so the audit role refuses to start with it. Empty (default): records stay in the store.
+    /// 514; `s3://bucket/prefix/` (objects of JSON lines, or syslog lines when `exportFormats`
+    /// does not list json, reached as `s3` says). Empty (default): records stay in the store.
     pub destinations: Vec<String>,
     /// Largest syslog message sent over UDP, in bytes (default 8192, at least 480). A longer
     /// record is sent without its `event` body (`"truncated": true`); its `event_id` names it.
     pub syslog_udp_message_bytes_max: usize,
+    /// How `s3://` destinations are reached and cut into objects.
+    pub s3: AuditS3Config,
 }
 
 impl Default for AuditLoggerConfig {
@@ -320,6 +323,7 @@ impl Default for AuditLoggerConfig {
             export_formats: vec![ExportFormat::Json],
             destinations: Vec::new(),
             syslog_udp_message_bytes_max: 8192,
+            s3: AuditS3Config::default(),
         }
     }
 }
@@ -333,8 +337,8 @@ pub enum AuditDestination {
     SyslogUdp { host: String, port: u16 },
     /// `syslog+tcp://`: octet-counted frames on one connection.
     SyslogTcp { host: String, port: u16 },
-    /// `s3://bucket/prefix/`: a valid destination this build cannot ship to.
-    S3,
+    /// `s3://bucket/prefix/`: objects under `prefix` (empty, or ending with `/`) in `bucket`.
+    S3 { bucket: String, prefix: String },
 }
 
 /// The syslog port when a URI names none.
@@ -366,7 +370,14 @@ impl AuditDestination {
                     AuditDestination::SyslogUdp { host, port }
                 })
             }
-            "s3" if !rest.is_empty() => Ok(AuditDestination::S3),
+            "s3" => {
+                let (bucket, prefix) = bucket_and_prefix(rest).ok_or_else(|| {
+                    "must be s3://bucket/prefix/ (a bucket name of 3 to 63 lowercase letters, \
+                     digits, '-' or '.')"
+                        .to_owned()
+                })?;
+                Ok(AuditDestination::S3 { bucket, prefix })
+            }
             _ => Err(DESTINATION_SHAPES.to_owned()),
         }
     }

@@ -291,6 +291,9 @@ fn services(c: &Config) -> Checked {
             format!("must be at least {SYSLOG_MESSAGE_BYTES_MIN} (RFC 5424's minimum)"),
         );
     }
+    if let Some((key, message)) = audit.s3.problem() {
+        return fail(format!("consumers.auditLogger.s3.{key}"), message);
+    }
     Ok(())
 }
 

@@ -31,15 +31,15 @@ pub fn consumer_config(config: &Config) -> ConsumerConfig {
     consumer
 }
 
-/// One exporter per configured destination; refuses a destination this build cannot serve
-/// (S3), naming its key, and a format list it cannot honour, before anything starts.
+/// One exporter per configured destination; refuses a destination it cannot build a client
+/// for, naming its key, and a format list it cannot honour, before anything starts.
 pub fn exporters(config: &Config) -> Result<Vec<Exporter>, ServeError> {
     let audit = &config.consumers.audit_logger;
     let file_format = file_format(config)?;
-    let settings = Arc::new(ExportSettings::new(
-        file_format,
-        audit.syslog_udp_message_bytes_max,
-    ));
+    let mut settings = ExportSettings::new(file_format, audit.syslog_udp_message_bytes_max);
+    settings.object_format = object_format(&audit.export_formats);
+    settings.s3 = audit.s3.clone();
+    let settings = Arc::new(settings);
     audit
         .destinations
         .iter()
@@ -75,6 +75,16 @@ fn file_format(config: &Config) -> Result<ExportFormat, ServeError> {
         ));
     }
     Ok(formats.first().copied().unwrap_or(ExportFormat::Json))
+}
+
+/// The line format of `s3://` objects: JSON lines when `exportFormats` lists json (the seeds
+/// list json and syslog, and send syslog to their SIEM), syslog lines when it lists only that.
+fn object_format(formats: &[ExportFormat]) -> ExportFormat {
+    if formats.is_empty() || formats.contains(&ExportFormat::Json) {
+        ExportFormat::Json
+    } else {
+        ExportFormat::Syslog
+    }
 }
 
 /// Returns the role's task: consumer, exporters and retention, finished together.
@@ -143,5 +153,20 @@ mod tests {
         );
         let one = with(&[ExportFormat::Syslog], &["file:///var/log/a.log"]);
         assert_eq!(file_format(&one).unwrap(), ExportFormat::Syslog);
+    }
+
+    #[test]
+    fn the_seeds_s3_and_syslog_destinations_start_with_json_objects() {
+        let both = [ExportFormat::Json, ExportFormat::Syslog];
+        let seeds = with(
+            &both,
+            &[
+                "s3://audit-logs-bucket/caracal/",
+                "syslog://siem.example.com:514",
+            ],
+        );
+        assert_eq!(exporters(&seeds).unwrap().len(), 2);
+        assert_eq!(object_format(&both), ExportFormat::Json);
+        assert_eq!(object_format(&[ExportFormat::Syslog]), ExportFormat::Syslog);
     }
 }

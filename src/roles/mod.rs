@@ -410,7 +410,7 @@ pub async fn start(
 
 /// Runs the given roles until SIGTERM or SIGINT.
 pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
-    // Destinations this build cannot serve are refused before anything opens.
+    // Destinations that cannot be served are refused before anything opens.
     if roles.contains(&Role::Audit) {
         audit::exporters(&config)?;
     }

@@ -139,7 +139,10 @@ MANAGED_VALUES = {
                            "saslUsername": "caracal-producer", "saslPasswordSecret": "kafka-sasl"},
               "ssl": {"secretName": "kafka-ca"}},
     "gateway": {"authMode": "mtls", "routes": [{"prefix": "/openai", "upstream": "https://api.openai.com", "provider": "openai", "credentialSecret": "openai-key"}]},
-    "consumers": {"auditLogger": {"destinations": ["syslog+tcp://siem.example.com:6514"], "exportFormats": ["json", "syslog"]}},
+    # The production guide's audit export: JSON objects in S3, RFC 5424 to the SIEM.
+    "consumers": {"auditLogger": {"destinations": ["s3://audit-logs-bucket/caracal/", "syslog+tcp://siem.example.com:6514"],
+                                  "exportFormats": ["json", "syslog"],
+                                  "s3": {"region": "eu-west-1", "secretName": "audit-s3"}}},
     "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
 }
 
@@ -330,6 +333,18 @@ class Chart_(unittest.TestCase):
         self.assertEqual(jobs, {"caracal-db-migrate": ["db", "migrate", "up"],
                                 "caracal-kafka-create-topics": ["kafka", "create-topics"]})
 
+    def test_only_the_audit_logger_gets_the_s3_credentials_from_the_named_secret(self):
+        docs = render(MANAGED_VALUES)
+        envs = {n: d["spec"]["template"]["spec"]["containers"][0]["env"] for n, d in by_kind(docs, "Deployment").items()}
+        refs = {n: {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
+                for n, env in envs.items()}
+        self.assertEqual(refs["caracal-audit-logger"], {
+            "AWS_ACCESS_KEY_ID": {"name": "audit-s3", "key": "AWS_ACCESS_KEY_ID"},
+            "AWS_SECRET_ACCESS_KEY": {"name": "audit-s3", "key": "AWS_SECRET_ACCESS_KEY"}})
+        self.assertEqual([n for n, r in refs.items() if any(k.startswith("AWS_") for k in r)], ["caracal-audit-logger"])
+        config = yaml.safe_load(by_kind(docs, "ConfigMap")["caracal-config"]["data"]["caracal.yaml"])
+        self.assertEqual(config["consumers"]["auditLogger"]["s3"]["region"], "eu-west-1")
+
     def test_the_seeds_contradictions_are_resolved_as_the_readme_says(self):
         docs = render()
         pdb = by_kind(docs, "PodDisruptionBudget")["caracal-gateway-pdb"]["spec"]
@@ -405,6 +420,7 @@ def external_secrets(tls):
         secrets[name] = {"ca.crt": tls["caracal-tls"]["ca.crt"]}
     secrets["kafka-sasl"] = {"password": "scram-secret"}
     secrets["openai-key"] = {"credential": "sk-test"}
+    secrets["audit-s3"] = {"AWS_ACCESS_KEY_ID": "AKIATEST", "AWS_SECRET_ACCESS_KEY": "s3-secret-key"}
     return secrets
 
 
@@ -478,6 +494,10 @@ class Binary(unittest.TestCase):
                         self.assertEqual(shown["postgresql"]["password"], "***", "the password file was read and masked")
                         for secret in ("caracal_dev_password_CHANGE_ME", "caracal_admin_token_CHANGE_ME", "scram-secret"):
                             self.assertNotIn(secret, result.stdout)
+                        audit = values.get("consumers", {}).get("auditLogger", {})
+                        shown_audit = shown["consumers"]["auditLogger"]
+                        self.assertEqual(shown_audit["destinations"], audit.get("destinations", []))
+                        self.assertEqual(shown_audit["s3"]["region"], audit.get("s3", {}).get("region"))
 
     def test_every_pods_command_is_one_the_binary_accepts(self):
         serve_help = run([BIN, "serve", "--help"])

@@ -246,20 +246,6 @@ fn admin_events_are_logged_once_shipped_to_file_and_syslog_and_survive_a_restart
 }
 
 #[test]
-fn an_s3_destination_stops_serve_with_a_clear_message() {
-    let env = Env::new().with(
-        "CARACAL_CONSUMERS__AUDIT_LOGGER__DESTINATIONS",
-        "s3://audit-logs-bucket/caracal/",
-    );
-    let run = env.cli(&["serve", "--role", "audit"]);
-    let line = run.user_error();
-    assert!(
-        line.contains("destinations[0]") && line.contains("not supported in this build"),
-        "{line}"
-    );
-}
-
-#[test]
 fn audit_export_refuses_a_range_that_ends_before_it_starts() {
     let env = Env::new();
     let run = env.cli(&[

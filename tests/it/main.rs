@@ -5,6 +5,7 @@ mod harness;
 
 mod admin_api;
 mod audit;
+mod audit_s3;
 mod audit_store;
 mod avro_interop;
 mod cli_admin;

@@ -2,7 +2,8 @@
 One Deployment of the one image running one role:
 (dict "root" $ "role" "gateway" "component" "gateway" "replicas" 3 "hpa" true
       "consumer" false "ports" (list (dict "name" "https" "port" 8443))
-      "liveness" (dict ...) "readiness" (dict ...) "resources" (dict ...))
+      "liveness" (dict ...) "readiness" (dict ...) "resources" (dict ...)
+      "env" (list ...) optional, more container variables)
 */}}
 {{- define "caracal.deployment" -}}
 {{- $root := .root -}}
@@ -58,6 +59,9 @@ spec:
           args: ["serve", "--role", {{ .role | quote }}]
           env:
             {{- include "caracal.env" $root | nindent 12 }}
+            {{- with .env }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
           ports:
             {{- range .ports }}
             - name: {{ .name }}

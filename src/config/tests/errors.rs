@@ -272,7 +272,46 @@ fn audit_destinations_parse_to_files_and_syslog_over_udp_or_tcp() {
             port: 601
         }
     );
-    assert_eq!(parsed("s3://bucket/prefix/"), D::S3);
+    assert_eq!(
+        parsed("s3://audit-logs-bucket/caracal/"),
+        D::S3 {
+            bucket: "audit-logs-bucket".into(),
+            prefix: "caracal/".into()
+        }
+    );
+    assert!(D::parse("s3://Bad_Bucket/x").is_err());
+}
+
+#[test]
+fn s3_credentials_are_masked_and_a_zero_object_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("s3-secret");
+    std::fs::write(&key_file, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n").unwrap();
+    let yaml = format!(
+        "auditLogger:\n  destinations: [s3://audit-logs-bucket/caracal/]\n  s3:\n    \
+         region: eu-west-1\n    accessKeyId: AKIAIOSFODNN7EXAMPLE\n    secretAccessKeyFile: {}\n",
+        key_file.display()
+    );
+    let config = load_yaml(&yaml, &[]).unwrap();
+    let s3 = &config.consumers.audit_logger.s3;
+    assert_eq!(
+        s3.secret_access_key.as_ref().unwrap().expose(),
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    );
+    let shown = serde_yaml::to_string(&config).unwrap();
+    assert!(
+        !shown.contains("EXAMPLEKEY") && !shown.contains("AKIAIOSFODNN7"),
+        "{shown}"
+    );
+    let env = [(
+        "CARACAL_CONSUMERS__AUDIT_LOGGER__S3__FLUSH_INTERVAL_SECONDS",
+        "0",
+    )];
+    let line = error_line(load_yaml(&yaml, &env));
+    assert!(
+        line.contains("consumers.auditLogger.s3.flushIntervalSeconds: must be greater than 0"),
+        "{line}"
+    );
 }
 
 #[test]

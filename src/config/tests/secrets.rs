@@ -185,11 +185,24 @@ fn secrets_never_appear_in_debug_or_the_rendered_config() {
             r#"[{prefix="/o", upstream="https://o", provider="openai", credentialEnv="K"}]"#,
         ),
         ("K", "route-credential-secret"),
+        (
+            "CARACAL_CONSUMERS__AUDIT_LOGGER__S3__ACCESS_KEY_ID",
+            "s3-id-secret",
+        ),
+        (
+            "CARACAL_CONSUMERS__AUDIT_LOGGER__S3__SECRET_ACCESS_KEY",
+            "s3-key-secret",
+        ),
+        (
+            "CARACAL_CONSUMERS__AUDIT_LOGGER__S3__SESSION_TOKEN",
+            "s3-token-secret",
+        ),
     ];
     let config = load_env(&secrets).unwrap();
     let debug = format!("{config:?}");
     let rendered = render_effective(&config);
-    for needle in ["secret", "q-secret"] {
+    // Every value above ends in `-secret` (key names such as `secretAccessKey` do not).
+    for needle in ["-secret", "q-secret"] {
         assert!(!debug.contains(needle), "Debug leaks: {debug}");
         assert!(!rendered.contains(needle), "render leaks: {rendered}");
     }
