@@ -2,6 +2,9 @@
 # The ledger throughput benchmark on Postgres: a throwaway local server (Debian's `postgresql`,
 # default durability settings: fsync and synchronous_commit on), a fresh `caracal_bench`
 # database, then `cargo bench --bench ledger_throughput` with its ledger store on that server.
+# In the same run the bench measures the limits (issue 27): a raw binary COPY of the same rows
+# into identical tables with the same indexes, and a bare read-and-hash of the same rows; it
+# prints Caracal's ingest and verify-range as fractions of them.
 # Usage: scripts/bench-ledger-postgres.sh [events, default 200000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
