@@ -244,7 +244,7 @@ async fn run(
         // Alternate which goes first, so neither always reads a cache the other warmed.
         if run % 2 == 0 {
             let ours = verify_once(ledger.as_ref(), backend, sealed).await?;
-            let limit = read_and_hash_once(ledger.as_ref(), backend, sealed).await?;
+            let limit = read_and_hash_once(ledger.as_ref(), postgres_port, sealed).await?;
             print_ratio(
                 "verify-range / read-and-hash",
                 ours,
@@ -252,7 +252,7 @@ async fn run(
                 VERIFY_RATIO_TARGET,
             );
         } else {
-            let limit = read_and_hash_once(ledger.as_ref(), backend, sealed).await?;
+            let limit = read_and_hash_once(ledger.as_ref(), postgres_port, sealed).await?;
             let ours = verify_once(ledger.as_ref(), backend, sealed).await?;
             print_ratio(
                 "verify-range / read-and-hash",
@@ -333,15 +333,22 @@ async fn verify_once(ledger: &dyn LedgerStore, backend: &str, sealed: i64) -> an
     Ok(events_per_s)
 }
 
-/// One bare read-and-hash of every sealed row (`limits::read_and_hash`); its rows/s.
+/// One bare read-and-hash of every sealed row (`limits::read_and_hash`, on Postgres
+/// `limits::read_and_hash_postgres`); its rows/s.
 async fn read_and_hash_once(
     ledger: &dyn LedgerStore,
-    backend: &str,
+    postgres_port: Option<u16>,
     sealed: i64,
 ) -> anyhow::Result<f64> {
     let started = Instant::now();
     let cpu_started = cpu_seconds();
-    let rows = limits::read_and_hash(ledger).await?;
+    let (rows, backend) = match postgres_port {
+        None => (limits::read_and_hash(ledger).await?, "sqlite"),
+        Some(port) => (
+            limits::read_and_hash_postgres(ledger, &pg_config(port)).await?,
+            "postgres",
+        ),
+    };
     let elapsed = started.elapsed();
     let cpu = cpu_seconds() - cpu_started;
     if i64::try_from(rows)? != sealed {
