@@ -22,8 +22,12 @@ fn main() {
         watched.push(branch);
     }
     for name in &watched {
+        // Only files that exist: cargo counts a watched file that is missing (a repository
+        // without packed refs) as changed on every build, which rebuilt the crate every time.
         if let Some(path) = git(&["rev-parse", "--git-path", name]) {
-            println!("cargo:rerun-if-changed={path}");
+            if std::path::Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
         }
     }
     let commit = std::env::var("CARACAL_GIT_COMMIT")

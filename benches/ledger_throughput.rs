@@ -1,7 +1,9 @@
 //! Ledger throughput on the embedded backends: metering events already in the log → ledger
 //! rows → sealed, signed Merkle batches (the ledger role's consumer, in-process), then
-//! `verify-range` over everything. Prints events/s for both. Under `cargo test` (no
-//! `--bench`) it runs a small smoke size and checks the counts only.
+//! `verify-range` over everything. Prints events/s for both, each beside its limit measured in
+//! the same run (`limits.rs`): verify-range as a fraction of a bare read-and-hash of the same
+//! rows, and on Postgres ingest as a fraction of a raw binary COPY of the same rows. Under
+//! `cargo test` (no `--bench`) it runs a small smoke size and checks the counts only.
 //!
 //! `cargo bench --bench ledger_throughput -- [EVENTS] [--postgres-port PORT] [--verify-runs K]`
 //! (default 200000 events, embedded SQLite store; `--verify-runs` repeats verification). With `--postgres-port` the ledger store is the Postgres at
@@ -28,6 +30,15 @@ use caracal::store::ledger::LedgerStore;
 use caracal::store::postgres::{migrate, PgStore, PoolLimits};
 use caracal::store::sqlite::SqliteStore;
 use uuid::Uuid;
+
+#[path = "ledger_throughput/limits.rs"]
+mod limits;
+
+/// Issue 27's targets: ingest as a fraction of raw COPY, verification of read-and-hash.
+const INGEST_RATIO_TARGET: f64 = 0.70;
+const VERIFY_RATIO_TARGET: f64 = 0.80;
+/// Connections of the raw COPY limit: the consumer's partitions in flight.
+const RAW_COPY_STREAMS: usize = 4;
 
 fn event(root: AgentId, n: i64, at: i64) -> MeteringEvent {
     MeteringEvent {
@@ -109,6 +120,17 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(events, bench, postgres_port, verify_runs))
 }
 
+/// The bench's Postgres: 127.0.0.1:`port`, user `postgres`, database `caracal_bench`.
+fn pg_config(port: u16) -> PostgresConfig {
+    PostgresConfig {
+        host: Some("127.0.0.1".into()),
+        port,
+        database: "caracal_bench".into(),
+        username: "postgres".into(),
+        ..PostgresConfig::default()
+    }
+}
+
 /// The store under test behind both traits the ledger consumer needs.
 async fn open_store(
     dir: &std::path::Path,
@@ -118,13 +140,7 @@ async fn open_store(
         let store = Arc::new(SqliteStore::open(dir)?);
         return Ok((store.clone(), store));
     };
-    let config = PostgresConfig {
-        host: Some("127.0.0.1".into()),
-        port,
-        database: "caracal_bench".into(),
-        username: "postgres".into(),
-        ..PostgresConfig::default()
-    };
+    let config = pg_config(port);
     let mut client = migrate::connect(&config).await?;
     migrate::up(&mut client).await?;
     let limits = PoolLimits {
@@ -216,33 +232,35 @@ async fn run(
     let _ = stop.send(true);
     task.await.context("consumer task")?;
 
-    let rate = |n: i64, d: Duration| n as f64 / d.as_secs_f64();
     println!(
         "ledger ingest ({backend}): {rows} events in {:.2} s = {:.0} events/s ({sealed} sealed in batches of {batch}; {ingest_cpu:.2} CPU s in this process)",
         ingest.as_secs_f64(),
         rate(rows, ingest),
     );
-    for _ in 0..verify_runs {
-        let started = Instant::now();
-        let cpu_started = cpu_seconds();
-        let summary = verify::verify_range(ledger.as_ref(), i64::MIN, i64::MAX, |r| {
-            if !r.ok() {
-                eprintln!("verification failure: {:?}", r.failures);
-            }
-        })
-        .await?;
-        let verifying = started.elapsed();
-        let verify_cpu = cpu_seconds() - cpu_started;
-        if summary.failed_batches != 0 || i64::try_from(summary.rows)? != sealed || sealed == 0 {
-            bail!("verification disagrees: {summary:?}, {sealed} rows sealed");
+    if let Some(port) = postgres_port {
+        raw_copy_limit(ledger.as_ref(), port, batch, rate(rows, ingest)).await?;
+    }
+    for run in 0..verify_runs {
+        // Alternate which goes first, so neither always reads a cache the other warmed.
+        if run % 2 == 0 {
+            let ours = verify_once(ledger.as_ref(), backend, sealed).await?;
+            let limit = read_and_hash_once(ledger.as_ref(), postgres_port, sealed).await?;
+            print_ratio(
+                "verify-range / read-and-hash",
+                ours,
+                limit,
+                VERIFY_RATIO_TARGET,
+            );
+        } else {
+            let limit = read_and_hash_once(ledger.as_ref(), postgres_port, sealed).await?;
+            let ours = verify_once(ledger.as_ref(), backend, sealed).await?;
+            print_ratio(
+                "verify-range / read-and-hash",
+                ours,
+                limit,
+                VERIFY_RATIO_TARGET,
+            );
         }
-        println!(
-            "verify-range ({backend}):  {} events in {} batches, {:.2} s = {:.0} events/s ({verify_cpu:.2} CPU s in this process)",
-            summary.rows,
-            summary.batches,
-            verifying.as_secs_f64(),
-            rate(i64::try_from(summary.rows)?, verifying)
-        );
     }
     if !bench {
         println!(
@@ -251,4 +269,95 @@ async fn run(
     }
     bus.close().await?;
     Ok(())
+}
+
+fn rate(n: i64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn print_ratio(what: &str, ours: f64, limit: f64, target: f64) {
+    let ratio = ours / limit.max(1e-9);
+    let verdict = if ratio >= target { "met" } else { "NOT met" };
+    println!("ratio {what}: {ratio:.2} (target ≥ {target:.2}: {verdict})");
+}
+
+/// The raw binary COPY of the ingested rows (`limits::raw_copy`) and ingest's fraction of it.
+async fn raw_copy_limit(
+    ledger: &dyn LedgerStore,
+    port: u16,
+    batch: i64,
+    ingest_rate: f64,
+) -> anyhow::Result<()> {
+    let heads: Vec<(i32, i64)> = ledger
+        .ledger_heads()
+        .await?
+        .iter()
+        .map(|h| (h.partition, h.next_seq))
+        .collect();
+    let raw = limits::raw_copy(&pg_config(port), &heads, batch, RAW_COPY_STREAMS).await?;
+    let limit = rate(i64::try_from(raw.rows)?, raw.elapsed);
+    println!(
+        "raw COPY limit (postgres): {} rows in {:.2} s = {limit:.0} rows/s (the same rows into \
+         identical tables and indexes, {batch} rows per transaction, {} connections; no \
+         sealing, signing or consumer)",
+        raw.rows,
+        raw.elapsed.as_secs_f64(),
+        raw.streams
+    );
+    print_ratio("ingest / raw COPY", ingest_rate, limit, INGEST_RATIO_TARGET);
+    Ok(())
+}
+
+/// One `verify_range` over everything; its events/s.
+async fn verify_once(ledger: &dyn LedgerStore, backend: &str, sealed: i64) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let cpu_started = cpu_seconds();
+    let summary = verify::verify_range(ledger, i64::MIN, i64::MAX, |r| {
+        if !r.ok() {
+            eprintln!("verification failure: {:?}", r.failures);
+        }
+    })
+    .await?;
+    let verifying = started.elapsed();
+    let verify_cpu = cpu_seconds() - cpu_started;
+    if summary.failed_batches != 0 || i64::try_from(summary.rows)? != sealed || sealed == 0 {
+        bail!("verification disagrees: {summary:?}, {sealed} rows sealed");
+    }
+    let events_per_s = rate(i64::try_from(summary.rows)?, verifying);
+    println!(
+        "verify-range ({backend}):  {} events in {} batches, {:.2} s = {events_per_s:.0} events/s ({verify_cpu:.2} CPU s in this process)",
+        summary.rows,
+        summary.batches,
+        verifying.as_secs_f64(),
+    );
+    Ok(events_per_s)
+}
+
+/// One bare read-and-hash of every sealed row (`limits::read_and_hash`, on Postgres
+/// `limits::read_and_hash_postgres`); its rows/s.
+async fn read_and_hash_once(
+    ledger: &dyn LedgerStore,
+    postgres_port: Option<u16>,
+    sealed: i64,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let cpu_started = cpu_seconds();
+    let (rows, backend) = match postgres_port {
+        None => (limits::read_and_hash(ledger).await?, "sqlite"),
+        Some(port) => (
+            limits::read_and_hash_postgres(ledger, &pg_config(port)).await?,
+            "postgres",
+        ),
+    };
+    let elapsed = started.elapsed();
+    let cpu = cpu_seconds() - cpu_started;
+    if i64::try_from(rows)? != sealed {
+        bail!("read-and-hash read {rows} rows, {sealed} are sealed");
+    }
+    let rows_per_s = rate(sealed, elapsed);
+    println!(
+        "read-and-hash limit ({backend}): {rows} rows, {:.2} s = {rows_per_s:.0} rows/s ({cpu:.2} CPU s in this process)",
+        elapsed.as_secs_f64()
+    );
+    Ok(rows_per_s)
 }

@@ -2,10 +2,14 @@
 # The ledger throughput benchmark on Postgres: a throwaway local server (Debian's `postgresql`,
 # default durability settings: fsync and synchronous_commit on), a fresh `caracal_bench`
 # database, then `cargo bench --bench ledger_throughput` with its ledger store on that server.
-# Usage: scripts/bench-ledger-postgres.sh [events, default 200000]
+# In the same run the bench measures the limits (issue 27): a raw binary COPY of the same rows
+# into identical tables with the same indexes, and a bare read-and-hash of the same rows; it
+# prints Caracal's ingest and verify-range as fractions of them.
+# Usage: scripts/bench-ledger-postgres.sh [events, default 200000] [verifications, default 2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-200000}"
+verify_runs="${2:-2}"
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$pg_bin/initdb" ] || { echo "bench-ledger-postgres: install Debian's postgresql package" >&2; exit 1; }
@@ -33,5 +37,5 @@ server_cpu() {
 }
 cargo bench --bench ledger_throughput --no-run
 before=$(server_cpu)
-cargo bench --bench ledger_throughput -- "$events" --postgres-port "$port"
+cargo bench --bench ledger_throughput -- "$events" --postgres-port "$port" --verify-runs "$verify_runs"
 echo "postgres server CPU during the run (ingest + verify): $(awk -v a="$before" -v b="$(server_cpu)" 'BEGIN {printf "%.1f", b - a}') s"

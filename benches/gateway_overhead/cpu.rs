@@ -1,7 +1,8 @@
-//! Where the machine's CPU went during a run: each process's CPU time (the gateway, the mock,
-//! this generator) from /proc/PID/stat, and how busy all cores were from /proc/stat. Printed so
-//! that a latency figure can be read against the machine's load (a queue forms long before
-//! every core is busy). Linux only; elsewhere every reading is `None` and nothing is printed.
+//! Where the machine's CPU went during a run: each process's CPU time (the gateway or the
+//! proxy, the mock, this generator) from /proc/PID/stat, and how busy all cores were from
+//! /proc/stat. Printed so that a latency figure can be read against the machine's load (a
+//! queue forms long before every core is busy). Linux only; elsewhere every reading is `None`
+//! and nothing is printed.
 
 /// Linux's USER_HZ, the unit of /proc's CPU times.
 const CLOCK_TICKS_PER_S: f64 = 100.0;
@@ -51,18 +52,27 @@ impl Meter {
         }
     }
 
+    /// CPU per request of each process over `requests`, in microseconds, by name.
+    pub fn per_request_us(&self, requests: f64) -> Vec<(&'static str, f64)> {
+        self.processes
+            .iter()
+            .filter_map(|(name, pid, before)| {
+                let ticks = process_ticks(pid)?.saturating_sub((*before)?);
+                Some((
+                    *name,
+                    ticks as f64 / CLOCK_TICKS_PER_S / requests.max(1.0) * 1e6,
+                ))
+            })
+            .collect()
+    }
+
     /// CPU per request of each process over `requests`, and the cores busy meanwhile, as one line.
     pub fn report(&self, requests: f64) -> Option<String> {
-        let mut parts = Vec::new();
-        for (name, pid, before) in &self.processes {
-            let used = process_ticks(pid)
-                .zip(*before)
-                .map(|(a, b)| a.saturating_sub(b));
-            if let Some(ticks) = used {
-                let per_request = ticks as f64 / CLOCK_TICKS_PER_S / requests.max(1.0) * 1e6;
-                parts.push(format!("{name} {per_request:.0} µs"));
-            }
-        }
+        let parts: Vec<String> = self
+            .per_request_us(requests)
+            .iter()
+            .map(|(name, us)| format!("{name} {us:.0} µs"))
+            .collect();
         let (busy, total) = machine_ticks()
             .zip(self.machine)
             .map(|((busy, total), (busy0, total0))| (busy - busy0, total - total0))?;

@@ -26,8 +26,11 @@ pub struct Target {
 }
 
 /// How to load: the rates (requests per second), and per run its length and shape.
+#[derive(Clone)]
 pub struct Plan {
     pub rates: Vec<f64>,
+    /// Rates of the streaming case (the same runs with a streaming request body).
+    pub stream_rates: Vec<f64>,
     pub duration: Duration,
     /// Sent at the same rate before `duration`, not measured (connections, caches, JIT-free
     /// but allocator- and pool-warm).

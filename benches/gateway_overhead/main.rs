@@ -1,9 +1,13 @@
 //! Open-loop load generator: a fixed request rate against the upstream directly, then through
-//! the gateway, reporting p50/p99/p99.9 latency and the latency the gateway adds. Latency runs
-//! from each request's *scheduled* send time, so a stalled server cannot hide its queue.
+//! a no-logic reverse proxy (nginx: the limit of one proxy hop here) and through the gateway,
+//! in the same run, reporting p50/p99/p99.9 latency, the latency each adds, its CPU per request
+//! and the gateway's ratio to the proxy. Latency runs from each request's scheduled send time
+//! to the last byte of the answer, so a stalled server cannot hide its queue.
 
+mod compare;
 mod cpu;
 mod load;
+mod report;
 
 use std::time::{Duration, Instant};
 
@@ -11,13 +15,15 @@ use anyhow::{bail, Context as _};
 use argh::FromArgs;
 use bytes::Bytes;
 
-use load::{quantile, run, Plan, Run, Target};
+use compare::{bench, LIMIT, SUBJECT};
+use load::{run, Plan, Target};
 
 /// Open-loop gateway overhead bench. Every option falls back to its CARACAL_BENCH_* variable.
 /// Without --direct-url the mock upstream runs in-process. Also read: CARACAL_BENCH_GATEWAY_KEY
-/// (sent as `Authorization: Bearer KEY` to the gateway), CARACAL_BENCH_GATEWAY_PID (its RSS and
-/// CPU are reported), CARACAL_BENCH_MOCK_PID (an out-of-process mock's CPU is reported),
-/// CARACAL_BENCH_CLIENT_THREADS and CARACAL_BENCH_MOCK_THREADS (tokio workers, 2).
+/// (sent as `Authorization: Bearer KEY` to the gateway), CARACAL_BENCH_GATEWAY_PID and
+/// CARACAL_BENCH_PROXY_PID (their RSS and CPU are reported), CARACAL_BENCH_MOCK_PID (an
+/// out-of-process mock's CPU is reported), CARACAL_BENCH_CLIENT_THREADS and
+/// CARACAL_BENCH_MOCK_THREADS (tokio workers, 2).
 #[derive(FromArgs)]
 struct Args {
     /// comma-separated request rates per second (CARACAL_BENCH_RATES; 1000,5000,10000)
@@ -38,6 +44,14 @@ struct Args {
     /// full URL of the same call through the gateway (CARACAL_BENCH_GATEWAY_URL; skipped)
     #[argh(option)]
     gateway_url: Option<String>,
+    /// full URL of the same call through a no-logic reverse proxy, the limit
+    /// (CARACAL_BENCH_PROXY_URL; skipped)
+    #[argh(option)]
+    proxy_url: Option<String>,
+    /// comma-separated rates of the streaming case, latency to the last byte
+    /// (CARACAL_BENCH_STREAM_RATES; none)
+    #[argh(option)]
+    stream_rates: Option<String>,
     /// JSON request body (CARACAL_BENCH_BODY; a short chat completion)
     #[argh(option)]
     body: Option<String>,
@@ -47,8 +61,6 @@ struct Args {
 }
 
 const DEFAULT_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark"}],"max_tokens":16}"#;
-/// The largest added p99 latency that still counts as "sustainable".
-const ADDED_P99_BUDGET: Duration = Duration::from_millis(1);
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -92,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         .or_else(|| env("CARACAL_BENCH_DIRECT_URL"));
     let (direct, mock) = direct_target(direct_url, &mock_runtime)?;
     let gateway = gateway_target(&args)?;
+    let proxy = proxy_target(&args)?;
     println!(
         "gateway_overhead: open loop, {} keep-alive connections per target, {:.1} s per run \
          (+{:.1} s warm-up), {} B body",
@@ -109,15 +122,23 @@ fn main() -> anyhow::Result<()> {
             ""
         }
     );
-    match &gateway {
-        Some(g) => println!("gateway: {}", g.uri),
-        None => println!("gateway: skipped (CARACAL_BENCH_GATEWAY_URL is unset)"),
+    match &proxy {
+        Some(p) => println!("{LIMIT}:   {}", p.uri),
+        None => println!("{LIMIT}:   skipped (CARACAL_BENCH_PROXY_URL is unset)"),
     }
-    let pids = Pids {
-        gateway: env("CARACAL_BENCH_GATEWAY_PID"),
-        mock: env("CARACAL_BENCH_MOCK_PID"),
-    };
-    runtime.block_on(bench(&plan, &direct, gateway.as_ref(), &pids))?;
+    match &gateway {
+        Some(g) => println!("{SUBJECT}: {}", g.uri),
+        None => println!("{SUBJECT}: skipped (CARACAL_BENCH_GATEWAY_URL is unset)"),
+    }
+    let mut proxies = Vec::new();
+    if let Some(target) = proxy {
+        proxies.push((target, env("CARACAL_BENCH_PROXY_PID")));
+    }
+    if let Some(target) = gateway {
+        proxies.push((target, env("CARACAL_BENCH_GATEWAY_PID")));
+    }
+    let mock_pid = env("CARACAL_BENCH_MOCK_PID");
+    runtime.block_on(bench(&plan, &direct, &proxies, mock_pid.as_deref()))?;
     drop(mock);
     Ok(())
 }
@@ -142,17 +163,32 @@ fn parse_args() -> anyhow::Result<Args> {
     }
 }
 
-fn plan(args: &Args) -> anyhow::Result<Plan> {
-    let rates = match args.rates.clone().or_else(|| env("CARACAL_BENCH_RATES")) {
-        None => vec![1000.0, 5000.0, 10000.0],
-        Some(list) => list
-            .split(',')
-            .map(|r| r.trim().parse::<f64>().context("rates must be numbers"))
-            .collect::<anyhow::Result<Vec<f64>>>()?,
-    };
+/// A comma-separated list of positive rates.
+fn rate_list(list: &str) -> anyhow::Result<Vec<f64>> {
+    let rates = list
+        .split(',')
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| r.trim().parse::<f64>().context("rates must be numbers"))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
     if rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
         bail!("rates must be positive");
     }
+    Ok(rates)
+}
+
+fn plan(args: &Args) -> anyhow::Result<Plan> {
+    let rates = match args.rates.clone().or_else(|| env("CARACAL_BENCH_RATES")) {
+        None => vec![1000.0, 5000.0, 10000.0],
+        Some(list) => rate_list(&list)?,
+    };
+    let stream_rates = match args
+        .stream_rates
+        .clone()
+        .or_else(|| env("CARACAL_BENCH_STREAM_RATES"))
+    {
+        None => Vec::new(),
+        Some(list) => rate_list(&list)?,
+    };
     let seconds = |arg: Option<f64>, var: &str, default: f64| -> anyhow::Result<Duration> {
         let s = arg.or(env_parse(var)?).unwrap_or(default);
         Duration::try_from_secs_f64(s).with_context(|| format!("{var} must be >= 0"))
@@ -160,6 +196,7 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     let body = args.body.clone().or_else(|| env("CARACAL_BENCH_BODY"));
     Ok(Plan {
         rates,
+        stream_rates,
         duration: seconds(args.duration_s, "CARACAL_BENCH_DURATION_S", 10.0)?,
         warmup: seconds(args.warmup_s, "CARACAL_BENCH_WARMUP_S", 1.0)?,
         connections: args
@@ -227,160 +264,26 @@ fn gateway_target(args: &Args) -> anyhow::Result<Option<Target>> {
     };
     let key = env("CARACAL_BENCH_GATEWAY_KEY").unwrap_or_default();
     Ok(Some(Target {
-        name: "gateway",
+        name: SUBJECT,
         uri: http_uri(&url).context("gateway URL")?,
         authorization: format!("Bearer {key}"),
     }))
 }
 
-/// The processes whose CPU is reported beside this one.
-struct Pids {
-    gateway: Option<String>,
-    mock: Option<String>,
-}
-
-impl Pids {
-    /// `(name, pid)` of every process to meter: the gateway, the mock (in this process when it
-    /// has no pid of its own) and this generator.
-    fn metered(&self) -> Vec<(&'static str, &str)> {
-        let mut all = Vec::new();
-        if let Some(pid) = &self.gateway {
-            all.push(("gateway", pid.as_str()));
-        }
-        match &self.mock {
-            Some(pid) => {
-                all.push(("mock", pid.as_str()));
-                all.push(("generator", "self"));
-            }
-            None => all.push(("generator + in-process mock", "self")),
-        }
-        all
-    }
-}
-
-/// Every rate: direct, then gateway, then the added latency; finally the best sustainable rate.
-async fn bench(
-    plan: &Plan,
-    direct: &Target,
-    gateway: Option<&Target>,
-    pids: &Pids,
-) -> anyhow::Result<()> {
-    let pid = pids.gateway.as_deref();
-    println!(
-        "\n{:>7}  {:<8} {:>8} {:>8} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "rate/s",
-        "target",
-        "sent",
-        "ok",
-        "errors",
-        "achieved/s",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "max ms",
-        "lag p99"
-    );
-    let mut best: Option<f64> = None;
-    for &rate in &plan.rates {
-        let base = run(plan, direct, rate).await;
-        print_run(rate, direct.name, &base);
-        let Some(gateway) = gateway else {
-            continue;
-        };
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let meter = cpu::Meter::start(&pids.metered());
-        let through = run(plan, gateway, rate).await;
-        print_run(rate, gateway.name, &through);
-        let added = |q| Some(signed_ms(through.quantile(q)?) - signed_ms(base.quantile(q)?));
-        let cell = |q| added(q).map_or("-".to_owned(), |ms| format!("{ms:+.3}"));
-        println!(
-            "{rate:>7.0}  {:<8} {:>46} {:>9} {:>9}",
-            "added",
-            cell(0.5),
-            cell(0.99),
-            cell(0.999)
-        );
-        if let Some(pid) = pid {
-            println!("{:>7}  gateway RSS: {}", "", rss(pid));
-        }
-        // Over the whole run (warm-up included), per request of the run.
-        let warmup = (plan.warmup.as_secs_f64() * rate).round();
-        if let Some(line) = meter.report(through.scheduled as f64 + warmup) {
-            println!("{:>7}  {line}", "");
-        }
-        let clean = base.errors.total() == 0 && through.errors.total() == 0;
-        if clean && added(0.99).is_some_and(|ms| ms < ADDED_P99_BUDGET.as_secs_f64() * 1e3) {
-            best = Some(best.map_or(rate, |b: f64| b.max(rate)));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    match (gateway, best) {
-        (None, _) => println!("\nmax rate with p99 added latency < 1 ms: n/a (gateway skipped)"),
-        (Some(_), None) => println!("\nmax rate with p99 added latency < 1 ms: none of the rates"),
-        (Some(_), Some(rate)) => {
-            println!("\nmax rate with p99 added latency < 1 ms (and no errors): {rate:.0}/s")
-        }
-    }
-    Ok(())
-}
-
-fn signed_ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn print_run(rate: f64, name: &str, run: &Run) {
-    let ms_of = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.3}", signed_ms(d)));
-    let ms = |q| ms_of(run.quantile(q));
-    let e = run.errors;
-    println!(
-        "{rate:>7.0}  {name:<8} {:>8} {:>8} {:>7} {:>10.1} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        run.scheduled,
-        run.latencies_ns.len(),
-        e.total(),
-        run.achieved_per_s(),
-        ms(0.5),
-        ms(0.99),
-        ms(0.999),
-        ms(1.0),
-        ms_of(quantile(&run.lags_ns, 0.99))
-    );
-    let lag = quantile(&run.lags_ns, 0.99).unwrap_or_default();
-    if lag > ADDED_P99_BUDGET {
-        println!(
-            "{:>7}  note: the generator itself fell behind (lag p99 {:.3} ms > {} ms): \
-             these latencies measure this machine's CPU contention as much as the target",
-            "",
-            signed_ms(lag),
-            ADDED_P99_BUDGET.as_millis()
-        );
-    }
-    if e.total() > 0 {
-        println!(
-            "{:>7}  errors: {} non-2xx, {} i/o, {} timeout, {} backlog overflow",
-            "", e.status, e.io, e.timeout, e.backlog
-        );
-    }
-}
-
-/// `VmRSS` (and peak `VmHWM`) of a process, from /proc/PID/status.
-fn rss(pid: &str) -> String {
-    let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        Ok(status) => status,
-        Err(e) => return format!("cannot read /proc/{pid}/status: {e}"),
+/// The no-logic reverse proxy in front of the same mock, sent what the direct target is sent.
+fn proxy_target(args: &Args) -> anyhow::Result<Option<Target>> {
+    let Some(url) = args
+        .proxy_url
+        .clone()
+        .or_else(|| env("CARACAL_BENCH_PROXY_URL"))
+    else {
+        return Ok(None);
     };
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .map_or("?".to_owned(), |l| {
-                l.trim_start_matches(name).trim().to_owned()
-            })
-    };
-    format!(
-        "VmRSS {} (peak VmHWM {}) pid {pid}",
-        field("VmRSS:"),
-        field("VmHWM:")
-    )
+    Ok(Some(Target {
+        name: LIMIT,
+        uri: http_uri(&url).context("proxy URL")?,
+        authorization: "Bearer sk-bench-direct".to_owned(),
+    }))
 }
 
 /// Under `cargo test` (no `--bench`): a quarter second at 200/s against the in-process mock,
@@ -390,6 +293,7 @@ fn smoke_test(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let started = Instant::now();
     let plan = Plan {
         rates: vec![200.0],
+        stream_rates: Vec::new(),
         duration: Duration::from_millis(250),
         warmup: Duration::ZERO,
         connections: 4,
