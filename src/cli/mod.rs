@@ -8,6 +8,7 @@ mod config_cmd;
 mod consumers;
 mod db;
 mod dlq;
+mod kafka;
 mod key;
 mod ledger;
 mod merkle;
@@ -87,6 +88,7 @@ pub enum Command {
     Dlq(dlq::DlqCmd),
     Consumers(consumers::ConsumersCmd),
     Db(db::DbCmd),
+    Kafka(kafka::KafkaCmd),
 }
 
 /// Runs a parsed command line to completion.
@@ -110,6 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(cmd) => dlq::run(cmd, &config).await,
         Command::Consumers(cmd) => consumers::run(cmd, &config).await,
         Command::Db(cmd) => db::run(cmd, &config).await,
+        Command::Kafka(cmd) => kafka::run(cmd, &config).await,
     }
 }
 
