@@ -26,6 +26,8 @@ command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 # Real Redis for the shared spend cache's conformance suite and the multi-gateway tests.
 command -v redis-server >/dev/null || missing+=(redis-server)
+# TLS in front of the Kafka-protocol broker (tansu has no TLS listener): client-certificate checks.
+command -v stunnel4 >/dev/null || missing+=(stunnel4)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   command -v apt-get >/dev/null || die "need ${missing[*]} but apt-get is not available"
@@ -35,6 +37,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v promtool >/dev/null && command -v prometheus >/dev/null || die "prometheus/promtool are missing after installing prometheus"
 command -v docker-compose >/dev/null || die "docker-compose is missing after installing it"
+command -v stunnel4 >/dev/null || die "stunnel4 is missing after installing it"
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || die "redis-server/redis-cli are missing after installing redis-server"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
   || die "PostgreSQL server binaries are missing from /usr/lib/postgresql/*/bin after installing postgresql"

@@ -6,8 +6,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::harness::certs::make_certificates;
 use crate::harness::kafka_broker::KafkaBroker;
-use crate::harness::{python, Env};
+use crate::harness::{python, Env, TempDir};
 
 /// What Confluent's AdminClient sees: partition counts and topic configs of `caracal.*`
 /// (argv: bootstrap servers, then optional client settings as JSON, e.g. SASL).
@@ -348,4 +349,90 @@ fn the_seeds_properties_file_logs_in_with_scram_and_a_wrong_password_is_one_clea
         refused.status, 0,
         "a broker that requires SASL answered without it"
     );
+}
+
+#[test]
+fn tls_with_a_client_certificate_from_the_config_or_a_properties_file() {
+    let certs = TempDir::new();
+    make_certificates(certs.path(), "caracal");
+    let broker = KafkaBroker::start_tls(certs.path());
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let env = Env::new();
+    let yaml = format!(
+        "kafka:\n  brokers: ['{}']\n  compression: zstd\n  security: {{protocol: SSL}}\n  \
+         ssl: {{caFile: {}, certFile: {}, keyFile: {}}}\n  \
+         config: {{defaultReplicationFactor: 1, minInsyncReplicas: 1}}\n",
+        broker.address(),
+        file("ca.crt"),
+        file("client.crt"),
+        file("client.key")
+    );
+    std::fs::write(env.dir.path().join("caracal.yaml"), yaml).unwrap();
+    let created = env
+        .cli(&["kafka", "create-topics", "--output", "json"])
+        .json();
+    assert!(
+        actions(&created).iter().all(|(_, a)| a == "created"),
+        "{created}"
+    );
+    let described = env
+        .cli(&[
+            "kafka",
+            "describe-topic",
+            "caracal.policy.decisions",
+            "--output",
+            "json",
+        ])
+        .json();
+    assert_eq!(described["partitions"].as_array().unwrap().len(), 5);
+    let seen: Value = serde_json::from_str(&python_run(JUDGE, &[&broker.plain_address()])).unwrap();
+    assert_eq!(
+        seen["configs"]["caracal.dlq"]["compression.type"], "zstd",
+        "{seen}"
+    );
+
+    // The seeds' keys: a truststore (the CA) and a keystore (certificate and key in one PEM).
+    let identity = certs.path().join("client.pem");
+    let pem = std::fs::read_to_string(file("client.crt")).unwrap()
+        + &std::fs::read_to_string(file("client.key")).unwrap();
+    std::fs::write(&identity, pem).unwrap();
+    let properties = |trust: &str, keystore: Option<&str>| {
+        let path = env.dir.path().join("client.properties");
+        let mut text = format!(
+            "bootstrap.servers={}\nsecurity.protocol=SSL\nssl.truststore.location={trust}\n",
+            broker.address()
+        );
+        if let Some(keystore) = keystore {
+            text += &format!("ssl.keystore.location={keystore}\n");
+        }
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let with_identity = properties(&file("ca.crt"), Some(&identity.display().to_string()));
+    let listed = env.cli(&["kafka", "list-topics", "--config-file", &with_identity]);
+    assert_eq!(
+        listed
+            .ok()
+            .lines()
+            .filter(|l| l.starts_with("caracal."))
+            .count(),
+        5
+    );
+
+    let anonymous = properties(&file("ca.crt"), None);
+    let refused = env.cli(&["kafka", "list-topics", "--config-file", &anonymous]);
+    let error = refused.user_error();
+    assert!(error.contains(&broker.address()), "{error}");
+
+    let other = TempDir::new();
+    make_certificates(other.path(), "caracal");
+    let foreign_ca = other.path().join("ca.crt").display().to_string();
+    let unknown = properties(&foreign_ca, Some(&identity.display().to_string()));
+    let refused = env.cli(&["kafka", "list-topics", "--config-file", &unknown]);
+    let error = refused.user_error();
+    assert!(
+        error.contains(&format!("TLS to broker {}", broker.address())),
+        "{error}"
+    );
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
 }

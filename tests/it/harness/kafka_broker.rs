@@ -1,9 +1,10 @@
 //! A real tansu broker (a Kafka-protocol broker, DEPENDENCIES.md) per test for the topic
 //! administration tests: its sqlite engine in a temp dir on a free port, optionally with SCRAM
-//! users and `--authentication`, stopped on drop. `scripts/test.sh` installs tansu.
+//! users and `--authentication`, or behind Debian's `stunnel4` for TLS with client-certificate
+//! checks (tansu has no TLS listener of its own); stopped on drop. `scripts/test.sh` installs both.
 
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -32,7 +33,11 @@ pub fn tansu() -> PathBuf {
 
 pub struct KafkaBroker {
     child: Option<Child>,
+    stunnel: Option<Child>,
+    /// The port clients use (stunnel's with TLS).
     pub port: u16,
+    /// tansu's own plaintext port.
+    pub plain_port: u16,
     dir: TempDir,
 }
 
@@ -41,10 +46,51 @@ impl KafkaBroker {
     pub fn start() -> KafkaBroker {
         let dir = TempDir::new();
         let port = super::free_port();
-        let child = spawn(&dir, port, false);
+        let child = spawn(&dir, port, port, false);
         KafkaBroker {
             child: Some(child),
+            stunnel: None,
             port,
+            plain_port: port,
+            dir,
+        }
+    }
+
+    /// TLS only, through stunnel on `port` (server.crt/key of `certs`, as
+    /// `certs::make_certificates` writes them), which requires a client certificate signed by
+    /// `certs`' CA. tansu advertises stunnel's port, so every connection goes through TLS.
+    pub fn start_tls(certs: &Path) -> KafkaBroker {
+        let dir = TempDir::new();
+        let (port, plain_port) = (super::free_port(), super::free_port());
+        let child = spawn(&dir, plain_port, port, false);
+        let file = |name: &str| certs.join(name).display().to_string();
+        let conf = format!(
+            "foreground = yes\npid =\ndebug = 4\n[kafka]\naccept = 127.0.0.1:{port}\n\
+             connect = 127.0.0.1:{plain_port}\ncert = {}\nkey = {}\nCAfile = {}\n\
+             verifyChain = yes\nrequireCert = yes\n",
+            file("server.crt"),
+            file("server.key"),
+            file("ca.crt")
+        );
+        let conf_path = dir.path().join("stunnel.conf");
+        std::fs::write(&conf_path, conf).unwrap_or_else(|e| panic!("stunnel.conf: {e}"));
+        let log = std::fs::File::create(dir.path().join("stunnel.log"))
+            .unwrap_or_else(|e| panic!("stunnel log: {e}"));
+        let stunnel = Command::new("stunnel4")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start stunnel4 (apt-get install stunnel4): {e}"));
+        super::wait_for("stunnel to accept connections", START_DEADLINE, || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        KafkaBroker {
+            child: Some(child),
+            stunnel: Some(stunnel),
+            port,
+            plain_port,
             dir,
         }
     }
@@ -65,7 +111,7 @@ impl KafkaBroker {
             }
         }
         broker.stop();
-        broker.child = Some(spawn(&broker.dir, broker.port, true));
+        broker.child = Some(spawn(&broker.dir, broker.port, broker.port, true));
         broker
     }
 
@@ -74,12 +120,20 @@ impl KafkaBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// tansu's own plaintext `127.0.0.1:port` (the same as `address` without TLS).
+    pub fn plain_address(&self) -> String {
+        format!("127.0.0.1:{}", self.plain_port)
+    }
+
     fn url(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for mut child in [self.stunnel.take(), self.child.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = Command::new("kill").arg(child.id().to_string()).status();
             let _ = child.wait();
         }
@@ -91,8 +145,10 @@ impl KafkaBroker {
     }
 }
 
-fn spawn(dir: &TempDir, port: u16, authentication: bool) -> Child {
+/// tansu listening on `port`, telling clients to connect to `advertised`.
+fn spawn(dir: &TempDir, port: u16, advertised: u16, authentication: bool) -> Child {
     let url = format!("tcp://127.0.0.1:{port}");
+    let advertised = format!("tcp://127.0.0.1:{advertised}");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -106,7 +162,7 @@ fn spawn(dir: &TempDir, port: u16, authentication: bool) -> Child {
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised,
         ])
         .args(["--storage-engine", "sqlite://tansu.db"])
         .stdin(Stdio::null())
