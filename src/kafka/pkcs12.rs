@@ -1,16 +1,20 @@
-//! PKCS#12 archives (`.p12`) as the seeds' `ssl.truststore.location`/`ssl.keystore.location`:
-//! not read by this build yet; the error says to give PEM files instead.
-//! Reads nothing else; knows nothing of Kafka.
+//! PKCS#12 archives (`.p12`) as the seeds' `ssl.truststore.location` (every certificate in it
+//! is a trusted CA) and `ssl.keystore.location` (one private key with its certificate chain),
+//! opened with `ssl.truststore.password` / `ssl.keystore.password`. Knows nothing of Kafka.
 
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use p12_keystore::{KeyStore, Pkcs12Archive, Pkcs12ImportPolicy};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::settings::StoreFile;
 
-fn unsupported(store: &StoreFile) -> String {
+fn password(store: &StoreFile) -> &str {
+    store.password.as_ref().map_or("", |p| p.expose())
+}
+
+fn unreadable(store: &StoreFile, e: impl std::fmt::Display) -> String {
     format!(
-        "{} is not PEM; this build reads PEM only: export it with `openssl pkcs12 -in {} -nodes \
-         -out store.pem` and give the PEM file",
-        store.path.display(),
+        "{}: not a PKCS#12 file this client can open ({e}); check its password \
+         (ssl.truststore.password / ssl.keystore.password) or give PEM files",
         store.path.display()
     )
 }
@@ -18,15 +22,39 @@ fn unsupported(store: &StoreFile) -> String {
 /// The CA certificates of a PKCS#12 truststore.
 pub fn certificates(
     store: &StoreFile,
-    _bytes: &[u8],
+    bytes: &[u8],
 ) -> Result<Vec<CertificateDer<'static>>, String> {
-    Err(unsupported(store))
+    let archive =
+        Pkcs12Archive::from_pkcs12(bytes, password(store)).map_err(|e| unreadable(store, e))?;
+    let certs: Vec<CertificateDer<'static>> = archive
+        .certs
+        .iter()
+        .map(|bag| CertificateDer::from(bag.cert.as_der().to_vec()))
+        .collect();
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", store.path.display()));
+    }
+    Ok(certs)
 }
 
 /// The certificate chain and key of a PKCS#12 keystore.
 pub fn identity(
     store: &StoreFile,
-    _bytes: &[u8],
+    bytes: &[u8],
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    Err(unsupported(store))
+    let keystore = KeyStore::from_pkcs12(bytes, password(store), Pkcs12ImportPolicy::Strict)
+        .map_err(|e| unreadable(store, e))?;
+    let (_, chain) = keystore.private_key_chain().ok_or_else(|| {
+        format!(
+            "{}: no private key with its certificate in it",
+            store.path.display()
+        )
+    })?;
+    let certs = chain
+        .certs()
+        .iter()
+        .map(|c| CertificateDer::from(c.as_der().to_vec()))
+        .collect();
+    let key = PrivatePkcs8KeyDer::from(chain.key().as_der().to_vec());
+    Ok((certs, PrivateKeyDer::Pkcs8(key)))
 }

@@ -1,5 +1,6 @@
-//! TLS for the admin connection: rustls on ring, the CA from a PEM file (or the webpki roots),
-//! an optional client certificate. Recognises a Java keystore and says how to convert it.
+//! TLS for the admin connection: rustls on ring, the CA from a PEM or PKCS#12 file (or the
+//! webpki roots), an optional client certificate (PEM or PKCS#12). Recognises a Java keystore
+//! and says how to convert it.
 //! Reads the certificate files; knows nothing of Kafka requests.
 
 use std::path::Path;

@@ -352,7 +352,7 @@ fn the_seeds_properties_file_logs_in_with_scram_and_a_wrong_password_is_one_clea
 }
 
 #[test]
-fn tls_with_a_client_certificate_from_the_config_or_a_properties_file() {
+fn tls_with_a_client_certificate_from_the_config_or_a_properties_file_in_pem_or_pkcs12() {
     let certs = TempDir::new();
     make_certificates(certs.path(), "caracal");
     let broker = KafkaBroker::start_tls(certs.path());
@@ -396,20 +396,26 @@ fn tls_with_a_client_certificate_from_the_config_or_a_properties_file() {
     let pem = std::fs::read_to_string(file("client.crt")).unwrap()
         + &std::fs::read_to_string(file("client.key")).unwrap();
     std::fs::write(&identity, pem).unwrap();
-    let properties = |trust: &str, keystore: Option<&str>| {
+    let properties = |lines: &str| {
         let path = env.dir.path().join("client.properties");
-        let mut text = format!(
-            "bootstrap.servers={}\nsecurity.protocol=SSL\nssl.truststore.location={trust}\n",
+        let text = format!(
+            "bootstrap.servers={}\nsecurity.protocol=SSL\n{lines}",
             broker.address()
         );
-        if let Some(keystore) = keystore {
-            text += &format!("ssl.keystore.location={keystore}\n");
-        }
         std::fs::write(&path, text).unwrap();
         path.display().to_string()
     };
-    let with_identity = properties(&file("ca.crt"), Some(&identity.display().to_string()));
-    let listed = env.cli(&["kafka", "list-topics", "--config-file", &with_identity]);
+    let pem_files = format!(
+        "ssl.truststore.location={}\nssl.keystore.location={}\n",
+        file("ca.crt"),
+        identity.display()
+    );
+    let listed = env.cli(&[
+        "kafka",
+        "list-topics",
+        "--config-file",
+        &properties(&pem_files),
+    ]);
     assert_eq!(
         listed
             .ok()
@@ -419,7 +425,54 @@ fn tls_with_a_client_certificate_from_the_config_or_a_properties_file() {
         5
     );
 
-    let anonymous = properties(&file("ca.crt"), None);
+    // The same CA and identity as PKCS#12 archives (what `keytool -importkeystore` makes).
+    let p12 = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .current_dir(certs.path())
+            .args(["pkcs12", "-export", "-passout", "pass:changeit"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "openssl pkcs12 {args:?}");
+    };
+    p12(&["-nokeys", "-in", "ca.crt", "-out", "truststore.p12"]);
+    p12(&[
+        "-in",
+        "client.crt",
+        "-inkey",
+        "client.key",
+        "-out",
+        "keystore.p12",
+    ]);
+    let p12_files = format!(
+        "ssl.truststore.location={}\nssl.truststore.password=changeit\n\
+         ssl.truststore.type=PKCS12\nssl.keystore.location={}\nssl.keystore.password=changeit\n",
+        file("truststore.p12"),
+        file("keystore.p12")
+    );
+    let listed = env.cli(&[
+        "kafka",
+        "list-topics",
+        "--config-file",
+        &properties(&p12_files),
+    ]);
+    assert_eq!(
+        listed
+            .ok()
+            .lines()
+            .filter(|l| l.starts_with("caracal."))
+            .count(),
+        5
+    );
+    let wrong = p12_files.replace("keystore.password=changeit", "keystore.password=nope");
+    let refused = env.cli(&["kafka", "list-topics", "--config-file", &properties(&wrong)]);
+    let error = refused.user_error();
+    assert!(
+        error.contains("keystore.p12") && error.contains("password"),
+        "{error}"
+    );
+
+    let anonymous = properties(&format!("ssl.truststore.location={}\n", file("ca.crt")));
     let refused = env.cli(&["kafka", "list-topics", "--config-file", &anonymous]);
     let error = refused.user_error();
     assert!(error.contains(&broker.address()), "{error}");
@@ -427,7 +480,7 @@ fn tls_with_a_client_certificate_from_the_config_or_a_properties_file() {
     let other = TempDir::new();
     make_certificates(other.path(), "caracal");
     let foreign_ca = other.path().join("ca.crt").display().to_string();
-    let unknown = properties(&foreign_ca, Some(&identity.display().to_string()));
+    let unknown = properties(&pem_files.replace(&file("ca.crt"), &foreign_ca));
     let refused = env.cli(&["kafka", "list-topics", "--config-file", &unknown]);
     let error = refused.user_error();
     assert!(
