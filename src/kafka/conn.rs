@@ -33,8 +33,10 @@ pub struct BrokerConn {
     stream: Box<dyn Stream>,
     correlation_id: i32,
     timeout: Duration,
-    /// API key → highest version the broker speaks.
+    /// API key → (lowest, highest) version the broker speaks.
     versions: HashMap<i16, (i16, i16)>,
+    /// Whether this connection uses neither TLS nor SASL (a closed connection then says so).
+    plaintext: bool,
 }
 
 impl BrokerConn {
@@ -64,6 +66,7 @@ impl BrokerConn {
             correlation_id: 0,
             timeout,
             versions: HashMap::new(),
+            plaintext: !settings.protocol.uses_tls() && settings.sasl.is_none(),
         };
         conn.negotiate_versions().await?;
         if let Some(login) = &settings.sasl {
@@ -124,7 +127,13 @@ impl BrokerConn {
         };
         let mut body = match tokio::time::timeout(deadline, exchange).await {
             Err(_) => return Err(timed_out(&self.broker, what, deadline)),
-            Ok(Err(e)) => return Err(KafkaError::protocol(&self.broker, what, io_cause(&e))),
+            Ok(Err(e)) => {
+                return Err(KafkaError::protocol(
+                    &self.broker,
+                    what,
+                    io_cause(&e, self.plaintext),
+                ))
+            }
             Ok(Ok(body)) => body,
         };
         let header_version = R::Response::header_version(version);
@@ -262,11 +271,13 @@ async fn read_frame(stream: &mut dyn Stream) -> std::io::Result<Bytes> {
     Ok(Bytes::from(body))
 }
 
-fn io_cause(e: &std::io::Error) -> String {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        "the broker closed the connection".to_owned()
-    } else {
-        e.to_string()
+fn io_cause(e: &std::io::Error, plaintext: bool) -> String {
+    match (e.kind(), plaintext) {
+        (std::io::ErrorKind::UnexpectedEof, true) => "the broker closed the connection (does it \
+            require TLS or SASL? set security.protocol / kafka.security.protocol)"
+            .to_owned(),
+        (std::io::ErrorKind::UnexpectedEof, false) => "the broker closed the connection".to_owned(),
+        _ => e.to_string(),
     }
 }
 
