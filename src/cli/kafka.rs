@@ -1,5 +1,6 @@
-//! `caracal kafka create-topics|list-topics|describe-topic`: the topic administration of the
-//! seeds' runbook, on the configured brokers or a Java client `.properties` file.
+//! `caracal kafka create-topics|list-topics|describe-topic|register-schemas`: the topic
+//! administration of the seeds' runbook, on the configured brokers or a Java client
+//! `.properties` file, and the value schemas in the configured Schema Registry.
 //! Argument handling and printing only; the requests are `kafka::Admin`'s.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use argh::FromArgs;
 use super::output::{print_json, print_table, Output};
 use crate::config::Config;
 use crate::kafka::create::{self, Action};
+use crate::kafka::registry::Registry;
 use crate::kafka::{properties, topics, Admin, ClientSettings};
 
 /// administer Caracal's Kafka topics
@@ -27,6 +29,20 @@ enum Sub {
     CreateTopics(CreateTopics),
     ListTopics(ListTopics),
     DescribeTopic(DescribeTopic),
+    RegisterSchemas(RegisterSchemas),
+}
+
+/// register the four event value schemas in kafka.schemaRegistry under <topic>-value, with
+/// compatibility BACKWARD
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "register-schemas")]
+struct RegisterSchemas {
+    /// deadline of each registry request in milliseconds (default 30000)
+    #[argh(option, default = "30_000")]
+    timeout_ms: u64,
+    /// table or json
+    #[argh(option, default = "Output::Table")]
+    output: Output,
 }
 
 /// create the five topics (partitions 10/5/3/3/3, kafka.config replication and min ISR, 30-day
@@ -99,6 +115,7 @@ pub async fn run(cmd: KafkaCmd, config: &Config) -> anyhow::Result<()> {
             let settings = client_settings(config, c.config_file.as_deref(), c.timeout_ms)?;
             describe_topic(c, settings).await
         }
+        Sub::RegisterSchemas(c) => register_schemas(c, config).await,
     }
 }
 
@@ -244,5 +261,26 @@ async fn describe_topic(c: DescribeTopic, settings: ClientSettings) -> anyhow::R
         .map(|(k, v)| vec![k.clone(), v.clone()])
         .collect();
     print_table(&["CONFIG", "VALUE"], &configs);
+    Ok(())
+}
+
+async fn register_schemas(c: RegisterSchemas, config: &Config) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(c.timeout_ms.max(1));
+    let registry = Registry::new(&config.kafka.schema_registry, timeout)?;
+    let registered = registry.register_all().await?;
+    if c.output == Output::Json {
+        return print_json(&registered);
+    }
+    let rows: Vec<Vec<String>> = registered
+        .iter()
+        .map(|r| {
+            vec![
+                r.subject.clone(),
+                r.id.to_string(),
+                r.compatibility.to_owned(),
+            ]
+        })
+        .collect();
+    print_table(&["SUBJECT", "SCHEMA ID", "COMPATIBILITY"], &rows);
     Ok(())
 }

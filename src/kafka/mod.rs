@@ -9,6 +9,7 @@ pub mod create;
 pub mod error;
 pub mod pkcs12;
 pub mod properties;
+pub mod registry;
 pub mod scram;
 pub mod settings;
 pub mod tls;

@@ -16,6 +16,7 @@ mod first_run;
 mod gateway;
 mod gateway_auth;
 mod kafka_admin;
+mod kafka_registry;
 mod ledger;
 mod ledger_store;
 mod ledger_tamper;
