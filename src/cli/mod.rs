@@ -8,6 +8,7 @@ mod config_cmd;
 mod consumers;
 mod db;
 mod dlq;
+mod kafka;
 mod key;
 mod ledger;
 mod merkle;
@@ -89,6 +90,7 @@ pub enum Command {
     Consumers(consumers::ConsumersCmd),
     Spend(spend::SpendCmd),
     Db(db::DbCmd),
+    Kafka(kafka::KafkaCmd),
 }
 
 /// Runs a parsed command line to completion.
@@ -113,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consumers(cmd) => consumers::run(cmd, &config).await,
         Command::Spend(cmd) => spend::run(cmd, &config).await,
         Command::Db(cmd) => db::run(cmd, &config).await,
+        Command::Kafka(cmd) => kafka::run(cmd, &config).await,
     }
 }
 

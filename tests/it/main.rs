@@ -16,6 +16,8 @@ mod embedded_limits;
 mod first_run;
 mod gateway;
 mod gateway_auth;
+mod kafka_admin;
+mod kafka_registry;
 mod ledger;
 mod ledger_store;
 mod ledger_tamper;
