@@ -10,7 +10,7 @@ mod leases;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fred::prelude::{Builder, ClientLike, Config, Pool, ReconnectPolicy, ServerConfig, Value};
+use fred::prelude::{ClientLike, Pool, Value};
 use fred::types::scripts::Script;
 
 use super::keys::{aggregate_key, partition_prefix, Period, Scope, Totals};
@@ -58,7 +58,7 @@ impl RedisAggregates {
         settings: AggregateSettings,
         dlq_records: Arc<dyn LeaseStore>,
     ) -> Result<RedisAggregates, crate::spend::SpendError> {
-        let pool = connect(target, limits).await?;
+        let pool = crate::spend::redis::connect::connect(target, limits).await?;
         crate::spend::redis::refuse_eviction(&pool).await?;
         Ok(RedisAggregates {
             pool,
@@ -231,50 +231,5 @@ impl AggregateStore for RedisAggregates {
 }
 
 /// A pool to the configured Redis (standalone, Cluster, TLS), as the spend cache connects.
-async fn connect(
-    target: &RedisTarget,
-    limits: &RedisLimits,
-) -> Result<Pool, crate::spend::SpendError> {
-    let err = |e: fred::error::Error| crate::spend::SpendError::Unavailable(format!("redis: {e}"));
-    let mut config = match &target.url {
-        Some(url) => Config::from_url(url).map_err(err)?,
-        None => Config {
-            server: match target.cluster {
-                true => ServerConfig::new_clustered(vec![(target.host.as_str(), target.port)]),
-                false => ServerConfig::new_centralized(&target.host, target.port),
-            },
-            ..Config::default()
-        },
-    };
-    if target.password.is_some() {
-        config.password = target.password.clone();
-    }
-    if let Some(files) = &target.tls {
-        config.tls = Some(crate::spend::redis::tls::connector(files)?.into());
-    }
-    config.fail_fast = true;
-    let command = std::time::Duration::from_millis(limits.command_timeout_ms);
-    let connect = std::time::Duration::from_millis(limits.connect_timeout_ms);
-    let pool = Builder::from_config(config)
-        .with_performance_config(|p| p.default_command_timeout = command)
-        .with_connection_config(|c| {
-            c.connection_timeout = connect;
-            c.internal_command_timeout = command;
-            c.max_command_attempts = 1;
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-        .build_pool(limits.connections.max(1))
-        .map_err(err)?;
-    tokio::time::timeout(connect, pool.init())
-        .await
-        .map_err(|_| {
-            crate::spend::SpendError::Unavailable(format!(
-                "redis: no connection within {connect:?}"
-            ))
-        })?
-        .map_err(err)?;
-    Ok(pool)
-}
-
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 //! data is rebuilt from it).
 
 mod codec;
+pub(crate) mod connect;
 mod rebuild;
 #[cfg(test)]
 mod rebuild_tests;
@@ -17,9 +18,7 @@ pub(crate) mod tls;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use fred::prelude::{
-    Builder, ClientLike, Config, ConfigInterface, Pool, ReconnectPolicy, ServerConfig, Value,
-};
+use fred::prelude::{ClientLike, ConfigInterface, Pool, Value};
 use fred::types::scripts::Script;
 
 use self::codec::{hold_fields, parse_hold, HOLD_FIELDS_MAX};
@@ -143,39 +142,7 @@ impl RedisSpend {
         limits: RedisLimits,
         record: std::sync::Arc<dyn SpendRecord>,
     ) -> Result<RedisSpend, SpendError> {
-        let mut config = match &target.url {
-            Some(url) => Config::from_url(url).map_err(unavailable)?,
-            None => Config {
-                server: match target.cluster {
-                    true => ServerConfig::new_clustered(vec![(target.host.as_str(), target.port)]),
-                    false => ServerConfig::new_centralized(&target.host, target.port),
-                },
-                ..Config::default()
-            },
-        };
-        if target.password.is_some() {
-            config.password = target.password.clone();
-        }
-        if let Some(files) = &target.tls {
-            config.tls = Some(tls::connector(files)?.into());
-        }
-        config.fail_fast = true;
-        let command = std::time::Duration::from_millis(limits.command_timeout_ms);
-        let connect = std::time::Duration::from_millis(limits.connect_timeout_ms);
-        let pool = Builder::from_config(config)
-            .with_performance_config(|p| p.default_command_timeout = command)
-            .with_connection_config(|c| {
-                c.connection_timeout = connect;
-                c.internal_command_timeout = command;
-                c.max_command_attempts = 1;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-            .build_pool(limits.connections.max(1))
-            .map_err(unavailable)?;
-        tokio::time::timeout(connect, pool.init())
-            .await
-            .map_err(|_| unavailable(format!("no connection within {connect:?}")))?
-            .map_err(unavailable)?;
+        let pool = connect::connect(target, &limits).await?;
         refuse_eviction(&pool).await?;
         let spend = RedisSpend {
             pool,
