@@ -77,6 +77,22 @@ fn sdk_calls(urls: &[String], key: &str, calls: u64) {
     assert_eq!(outcome["ok"], calls, "{outcome}");
 }
 
+/// Waits until exactly `rows` rows are sealed; says how many were when it gives up.
+fn wait_all_sealed(env: &Env, rows: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let sealed = sealed_rows(env);
+        if sealed == rows {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sealed} rows sealed, not {rows}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Each child's ledger rows: exactly `calls` events and `calls` × 0.01.
 fn assert_ledger_totals(env: &Env, expected: &[(&Tree, i64)]) {
     for (t, calls) in expected {
@@ -175,12 +191,15 @@ fn two_gateways_two_ledgers_an_audit_and_an_admin_meter_every_call_once() {
         &format!("/v1/policies/{policy}"),
         Some(r#"{"limit":"0.01"}"#),
     );
+    // Calls answered 200 while the change is on its way are forwarded; nothing refused is.
+    let mut served = 0;
     for gw in &gateways {
         let refused = wait_for(
             "the new limit on every gateway",
             Duration::from_secs(10),
             || {
                 let r = gw.post(PATH, &small.key, &chat("after the change"));
+                served += i64::from(r.status == 200);
                 (r.status == 403).then_some(r)
             },
         );
@@ -191,11 +210,7 @@ fn two_gateways_two_ledgers_an_audit_and_an_admin_meter_every_call_once() {
             refused.body
         );
     }
-    assert_eq!(
-        mock.requests() as i64,
-        total,
-        "nothing refused was forwarded"
-    );
+    assert_eq!(mock.requests() as i64, total + served);
 }
 
 /// Calls through `gw` from 4 threads until `stop`; returns how many were answered 200.
@@ -212,7 +227,11 @@ fn load(gw: &Gateway, key: &str, stop: &Arc<AtomicBool>) -> Vec<std::thread::Joi
                 while !stop.load(Ordering::Relaxed) {
                     let r = request("POST", &url, &headers, Some(&chat(&format!("load {i}"))));
                     match r.status {
-                        200 => ok += 1,
+                        200 => {
+                            ok += 1;
+                            // Pacing, not synchronisation: a steady load of about 150 calls/s.
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
                         503 => std::thread::sleep(Duration::from_millis(20)),
                         other => panic!("unexpected {other}: {}", r.body),
                     }
@@ -307,7 +326,7 @@ fn a_killed_ledger_and_a_broker_restart_under_load_lose_and_duplicate_nothing() 
         ok,
         "every forwarded call was answered 200"
     );
-    wait_sealed(&env, ok);
+    wait_all_sealed(&env, ok);
     assert_ledger_totals(&env, &[(&t, ok)]);
     let verified = verify_range(&env);
     assert!(
