@@ -10,6 +10,8 @@ mod producer;
 
 #[cfg(test)]
 pub(crate) mod test_broker;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
