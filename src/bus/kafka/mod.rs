@@ -331,9 +331,45 @@ impl KafkaBus {
                 high_watermark,
             });
         }
+        let limit = max_messages.min(c.max_poll_records);
         let mut messages = Self::records(topic, partition, got);
-        messages.truncate(max_messages.min(c.max_poll_records));
+        let high_watermark = self
+            .read_on(&client, &mut messages, limit, max, high_watermark)
+            .await;
+        messages.truncate(limit);
         Ok((messages, high_watermark))
+    }
+
+    /// A broker may answer a fetch with one record batch: while the high watermark says more
+    /// is there, read on without waiting (at most `FOLLOW_UPS_MAX` more requests; an error
+    /// ends the read with what it has). Returns the latest high watermark.
+    async fn read_on(
+        &self,
+        client: &PartitionClient,
+        messages: &mut Vec<ConsumedMessage>,
+        limit: usize,
+        max_bytes: i32,
+        mut high_watermark: i64,
+    ) -> i64 {
+        const FOLLOW_UPS_MAX: usize = 64;
+        let timeout = self.partitions.request_timeout;
+        for _ in 0..FOLLOW_UPS_MAX {
+            let Some(last) = messages.last() else { break };
+            let next = last.offset + 1;
+            if messages.len() >= limit || next >= high_watermark {
+                break;
+            }
+            let (topic, partition) = (last.topic.clone(), last.partition);
+            let more = tokio::time::timeout(timeout, client.fetch_records(next, 1..max_bytes, 0));
+            match more.await {
+                Ok(Ok((got, hw))) if !got.is_empty() => {
+                    high_watermark = hw;
+                    messages.extend(Self::records(&topic, partition, got));
+                }
+                _ => break,
+            }
+        }
+        high_watermark
     }
 }
 
