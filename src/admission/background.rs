@@ -196,14 +196,14 @@ impl Admission {
                 _ = tick.tick() => {}
                 () = shutdown.wait() => return,
             }
-            for (topic, partition, offset) in cursors.iter_mut() {
-                let Ok(messages) = self
-                    .bus
+            // All partitions at once: a Kafka fetch waits on the broker when there is nothing.
+            let reads = cursors.iter().map(|(topic, partition, offset)| {
+                self.bus
                     .fetch(topic, *partition, *offset, INVALIDATION_BATCH_MAX)
-                    .await
-                else {
-                    continue;
-                };
+            });
+            let results = futures_util::future::join_all(reads).await;
+            for ((_, _, offset), result) in cursors.iter_mut().zip(results) {
+                let Ok(messages) = result else { continue };
                 for message in messages {
                     *offset = message.offset + 1;
                     if let Some(agent) = admin_event_agent(&message.value) {

@@ -4,6 +4,7 @@
 //! configuration source (`roles` does).
 
 pub mod avro;
+pub mod kafka;
 pub mod local;
 mod message;
 mod partitioner;
@@ -133,6 +134,27 @@ pub trait EventBus: Send + Sync {
         offset: i64,
         max_messages: usize,
     ) -> Result<Vec<ConsumedMessage>, BusError>;
+
+    /// `fetch`, and the partition's high watermark as of the read (Kafka returns it with the
+    /// fetch; the default asks for it after).
+    async fn fetch_with_watermark(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_messages: usize,
+    ) -> Result<(Vec<ConsumedMessage>, i64), BusError> {
+        let messages = self.fetch(topic, partition, offset, max_messages).await?;
+        let high_watermark = self.high_watermark(topic, partition).await?;
+        Ok((messages, high_watermark))
+    }
+
+    /// The oldest offset still held (retention moves it on Kafka; the embedded log keeps all).
+    async fn log_start(&self, topic: &str, partition: i32) -> Result<i64, BusError> {
+        self.partition_count(topic).await?;
+        let _ = partition;
+        Ok(0)
+    }
 
     /// The offset the next message of the partition will get.
     async fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64, BusError>;

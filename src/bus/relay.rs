@@ -129,6 +129,18 @@ pub async fn relay_once(
     let records = store
         .outbox_after(cursor, config.batch_events_max.max(1))
         .await?;
+    if records.is_empty() {
+        return Ok((cursor, 0));
+    }
+    // A log without cursors (Kafka) is shared by every process's relay: another may have
+    // published these rows already; its tail says how far.
+    let (cursor, records) = match bus.committed_cursor(ADMIN_OUTBOX_CURSOR).await? {
+        Some(_) => (cursor, records),
+        None => {
+            let tail = recover_cursor(bus).await?.max(cursor);
+            (tail, records.into_iter().filter(|r| r.id > tail).collect())
+        }
+    };
     let Some(last) = records.last().map(|r| r.id) else {
         return Ok((cursor, 0));
     };

@@ -271,6 +271,10 @@ pub struct KafkaConfig {
     pub config: KafkaTopicConfig,
     /// Producer compression: `none`, `gzip`, `snappy` (default), `lz4` or `zstd`.
     pub compression: Compression,
+    /// Producer tuning (`batch.size`, `linger.ms`, `buffer.memory`, ...).
+    pub producer: super::KafkaProducerConfig,
+    /// Consumer tuning (`fetch.min.bytes`, `fetch.max.wait.ms`, `max.poll.records`, ...).
+    pub consumer: super::KafkaConsumerConfig,
 }
 
 impl KafkaConfig {

@@ -13,6 +13,7 @@ mod embedded;
 mod env;
 mod error;
 mod gateway;
+mod kafka_client;
 mod load;
 mod resolve;
 mod schema;
@@ -40,6 +41,7 @@ pub use gateway::{
     AuthMode, GatewayConfig, GatewayService, GatewayTls, GatewayTuning, JwtConfig, Provider,
     ReplayProtection, Route, UnknownPrice,
 };
+pub use kafka_client::{KafkaConsumerConfig, KafkaProducerConfig};
 pub use load::{load, load_with_env};
 pub use secret::{mask_url, Secret, SecretUrl, MASK};
 pub use services::{

@@ -356,6 +356,10 @@ fn kafka(k: &KafkaConfig) -> Checked {
             return fail(format!("kafka.brokers[{i}]"), "must be host:port");
         }
     }
+    let tuning = k.producer.limits().into_iter().chain(k.consumer.limits());
+    if let Some((key, _)) = tuning.into_iter().find(|(_, v)| *v == 0) {
+        return fail(key, "must be greater than 0");
+    }
     let s = &k.security;
     if s.protocol.uses_sasl() {
         if s.sasl_mechanism.is_none() {

@@ -199,6 +199,9 @@ async fn round<S: Sink>(
             Box::pin(async move {
                 let result = match fetch(config, bus, lease).await {
                     Ok(batch) => apply(config, bus, sink, lease, batch).await,
+                    Err(ConsumeError::Bus(BusError::OffsetOutOfRange { .. })) => {
+                        reset_below_log_start(config, bus, sink, lease).await
+                    }
                     Err(e) => Err(e),
                 };
                 (i, result)
@@ -325,19 +328,47 @@ async fn fetch(
     lease: &Lease,
 ) -> Result<Fetched, ConsumeError> {
     let fence = &lease.fence;
-    let messages = bus
-        .fetch(
+    let (messages, high_watermark) = bus
+        .fetch_with_watermark(
             &fence.topic,
             fence.partition,
             lease.next_offset,
             config.fetch_messages_max,
         )
         .await?;
-    let high_watermark = bus.high_watermark(&fence.topic, fence.partition).await?;
     Ok(Fetched {
         messages,
         high_watermark,
     })
+}
+
+/// The committed offset fell below the log start (retention deleted messages never read):
+/// those messages are gone, so the partition moves to the log start, loudly, in the sink's
+/// fenced transaction (Kafka's `auto.offset.reset=earliest`). An offset beyond the high
+/// watermark is not skipped over: it stays an error (the log lost acknowledged messages).
+async fn reset_below_log_start<S: Sink>(
+    config: &ConsumerConfig,
+    bus: &dyn EventBus,
+    sink: &S,
+    lease: &mut Lease,
+) -> Result<bool, ConsumeError> {
+    let fence = &lease.fence;
+    let log_start = bus.log_start(&fence.topic, fence.partition).await?;
+    if lease.next_offset >= log_start {
+        return Err(ConsumeError::Bus(BusError::OffsetOutOfRange {
+            topic: fence.topic.clone(),
+            partition: fence.partition,
+            offset: lease.next_offset,
+            high_watermark: bus.high_watermark(&fence.topic, fence.partition).await?,
+        }));
+    }
+    let skipped = log_start - lease.next_offset;
+    tracing::error!(consumer = %config.name, topic = %fence.topic, partition = fence.partition, offset = lease.next_offset, log_start, skipped, "messages were deleted by retention before they were read; moving to the log start");
+    metrics::counter!("caracal_consumer_skipped_messages_total", "consumer" => config.name.clone(), "topic" => fence.topic.clone())
+        .increment(u64::try_from(skipped).unwrap_or(0));
+    sink.commit(fence, Vec::new(), log_start).await?;
+    lease.next_offset = log_start;
+    Ok(true)
 }
 
 /// Applies one fetched batch of a partition and commits it. `Ok(true)` when the offset moved.

@@ -14,6 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::bus::kafka::KafkaBus;
 use crate::bus::local::LocalBus;
 use crate::bus::EventBus;
 use crate::config::Config;
@@ -177,9 +178,8 @@ pub fn pool_limits(config: &Config) -> PoolLimits {
 /// Opens the event bus: the embedded log unless Kafka is configured.
 pub async fn open_bus(config: &Config) -> Result<Arc<dyn EventBus>, ServeError> {
     if config.kafka.is_configured() {
-        return Err(ServeError::Config(
-            "kafka is configured, but this build has only the embedded event log; unset kafka.brokers".into(),
-        ));
+        let bus = KafkaBus::connect(&config.kafka).await?;
+        return Ok(Arc::new(bus));
     }
     let data_dir = config.data_dir.clone();
     let limits = config.embedded.event_log.clone();

@@ -620,10 +620,10 @@ class Pods(unittest.TestCase):
 
     The rendered `redis` section is used as it is, pointed at a real redis-server started with
     the password the chart's Secret mounts (so the gateway reserves in Redis). Stated limits of
-    this build: the Kafka adapter does not exist yet, so that section is removed from the
-    rendered config before `serve` (the roles then use the embedded event log); the metrics
-    aggregator keeps its aggregates in that Redis. Ports are moved to free ones so parallel test
-    runs never clash."""
+    this run: no Kafka cluster is started here, so that section is removed from the
+    rendered config before `serve` (the roles then use the embedded event log; the Kafka bus is
+    tested against a real broker in tests/it/kafka_topology.rs); the metrics aggregator keeps
+    its aggregates in that Redis. Ports are moved to free ones so parallel test runs never clash."""
 
     @classmethod
     def setUpClass(cls):
@@ -663,7 +663,7 @@ class Pods(unittest.TestCase):
         config = yaml.safe_load(remap(config_path.read_text(), mapping))
         self.assertEqual(config["postgresql"]["host"], "caracal-postgres")
         config["postgresql"].update(host="127.0.0.1", port=self.pg.port)
-        # Not in this build: the Kafka adapter (see the class comment).
+        # No Kafka cluster in this run (see the class comment).
         config.pop("kafka")
         password = pathlib.Path(config["redis"]["passwordFile"]).read_text().strip()
         config["redis"].update(host="127.0.0.1", port=self.redis_for(password).port)

@@ -308,3 +308,20 @@ fn headers_round_trip_through_their_stored_form() {
     assert!(sql::decode_headers(&[0, 0]).is_err());
     assert!(sql::decode_headers(&[]).unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn repeated_header_names_are_kept_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = open(dir.path());
+    let topic = "headers.repeated";
+    bus.create_topic(topic, 1).await.unwrap();
+    let mut sent = message(topic, "root", "value");
+    sent.headers = vec![
+        ("event_type".into(), b"MeteringEvent".to_vec()),
+        ("empty".into(), Vec::new()),
+        ("event_type".into(), b"duplicate names are kept".to_vec()),
+    ];
+    bus.publish(vec![sent.clone()]).await.unwrap();
+    let got = bus.fetch(topic, 0, 0, 1).await.unwrap();
+    assert_eq!(got[0].headers, sent.headers);
+}

@@ -323,3 +323,20 @@ fn a_udp_syslog_cap_below_the_rfc_minimum_is_refused() {
         "{line}"
     );
 }
+
+#[test]
+fn kafka_client_tuning_defaults_to_the_seeds_and_takes_env_overrides() {
+    let config = load_env(&[
+        ("CARACAL_KAFKA__PRODUCER__LINGERMS", "3"),
+        ("CARACAL_KAFKA__CONSUMER__FETCH_MAX_WAIT_MS", "100"),
+    ])
+    .unwrap();
+    let (p, c) = (&config.kafka.producer, &config.kafka.consumer);
+    // The seeds' producer and consumer properties.
+    assert_eq!((p.batch_size, p.buffer_memory), (32_768, 67_108_864));
+    assert_eq!((c.fetch_min_bytes, c.max_poll_records), (1_024, 500));
+    assert_eq!((p.linger_ms, c.fetch_max_wait_ms), (3, 100));
+    let line = error_line(load_yaml("kafka:\n  producer:\n    bufferMemory: 0\n", &[]));
+    assert!(line.contains("kafka.producer.bufferMemory"), "{line}");
+    assert!(line.contains("greater than 0"), "{line}");
+}

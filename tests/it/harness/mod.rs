@@ -11,6 +11,7 @@ pub mod mcp;
 pub mod mock;
 pub mod postgres;
 pub mod redis;
+pub mod tansu;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

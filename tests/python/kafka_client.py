@@ -1,0 +1,67 @@
+"""Another Kafka client next to Caracal: confluent-kafka (librdkafka), the judge of what
+Caracal reads and writes on a real broker.
+
+usage:
+  kafka_client.py produce BROKER TOPIC KEY VALUE_HEX [NAME=VALUE ...]
+      produces one message (headers as given) and prints {"partition": p, "offset": o}
+  kafka_client.py read BROKER TOPIC
+      prints every message of every partition as JSON lines:
+      {"partition", "offset", "key", "value_hex", "headers": [[name, value], ...]}
+"""
+import json
+import sys
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+
+def produce(broker, topic, key, value_hex, header_args):
+    headers = [tuple(h.split("=", 1)) for h in header_args]
+    headers = [(name, value.encode()) for name, value in headers]
+    done = {}
+
+    def delivered(err, msg):
+        if err is not None:
+            raise SystemExit(f"delivery failed: {err}")
+        done["partition"], done["offset"] = msg.partition(), msg.offset()
+
+    producer = Producer({"bootstrap.servers": broker, "acks": "all", "compression.type": "none"})
+    producer.produce(topic, key=key.encode(), value=bytes.fromhex(value_hex), headers=headers,
+                     on_delivery=delivered)
+    if producer.flush(30) != 0:
+        raise SystemExit("message not delivered within 30 s")
+    print(json.dumps(done))
+
+
+def read(broker, topic):
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": "caracal-tests",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = sorted(metadata.topics[topic].partitions)
+    for p in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if high <= low:
+            continue
+        consumer.assign([TopicPartition(topic, p, low)])
+        seen = low
+        while seen < high:
+            msg = consumer.poll(10)
+            if msg is None:
+                raise SystemExit(f"no message at {topic}/{p}@{seen} within 10 s")
+            if msg.error():
+                raise SystemExit(f"read error: {msg.error()}")
+            seen = msg.offset() + 1
+            headers = [[k, (v or b"").decode("utf-8", "replace")] for k, v in (msg.headers() or [])]
+            print(json.dumps({"partition": p, "offset": msg.offset(),
+                              "key": (msg.key() or b"").decode("utf-8", "replace"),
+                              "value_hex": (msg.value() or b"").hex(), "headers": headers}))
+    consumer.close()
+
+
+if __name__ == "__main__":
+    command = sys.argv[1]
+    if command == "produce":
+        produce(*sys.argv[2:6], sys.argv[6:])
+    elif command == "read":
+        read(*sys.argv[2:4])
+    else:
+        raise SystemExit(__doc__)
