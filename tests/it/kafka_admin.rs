@@ -14,7 +14,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::harness::certs::make_certificates;
-use crate::harness::kafka_broker::KafkaBroker;
+use crate::harness::tansu::Tansu;
 use crate::harness::{python, Env, TempDir};
 
 /// What Confluent's AdminClient sees: partition counts and topic configs of `caracal.*`
@@ -68,12 +68,12 @@ fn python_run(script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn judge(broker: &KafkaBroker) -> Value {
+fn judge(broker: &Tansu) -> Value {
     serde_json::from_str(&python_run(JUDGE, &[&broker.address()])).unwrap()
 }
 
 /// A Caracal environment whose config points at `broker`, lz4 topics, RF 1 / min ISR 1.
-fn env_for(broker: &KafkaBroker) -> Env {
+fn env_for(broker: &Tansu) -> Env {
     let env = Env::new();
     let yaml = format!(
         "kafka:\n  brokers: ['{}']\n  compression: lz4\n  config: {{defaultReplicationFactor: 1, minInsyncReplicas: 1}}\n",
@@ -107,7 +107,7 @@ const FIVE: [(&str, u64); 5] = [
 
 #[test]
 fn create_topics_makes_the_five_topics_once_and_a_dry_run_makes_none() {
-    let broker = KafkaBroker::start();
+    let broker = Tansu::empty();
     let env = env_for(&broker);
 
     let dry = env
@@ -166,7 +166,7 @@ fn create_topics_makes_the_five_topics_once_and_a_dry_run_makes_none() {
 
 #[test]
 fn an_existing_topic_with_other_settings_is_reported_and_left_alone() {
-    let broker = KafkaBroker::start();
+    let broker = Tansu::empty();
     let env = env_for(&broker);
     python_run(CREATE_OTHER, &[&broker.address(), "caracal.dlq", "1"]);
 
@@ -191,7 +191,7 @@ fn an_existing_topic_with_other_settings_is_reported_and_left_alone() {
 
 #[test]
 fn list_and_describe_show_partitions_leaders_and_high_watermarks() {
-    let broker = KafkaBroker::start();
+    let broker = Tansu::empty();
     let env = env_for(&broker);
     env.cli(&["kafka", "create-topics"]).ok();
     python_run(CREATE_OTHER, &[&broker.address(), "other.topic", "2"]);
@@ -260,7 +260,7 @@ fn an_unreachable_broker_is_one_line_naming_it() {
 }
 
 /// The seeds' client.properties shape (SASL over plaintext: tansu has no TLS listener).
-fn scram_properties(broker: &KafkaBroker, mechanism: &str, password: &str) -> String {
+fn scram_properties(broker: &Tansu, mechanism: &str, password: &str) -> String {
     format!(
         "# written like the seeds' kafka-certs/client.properties\n\
          bootstrap.servers={}\n\
@@ -274,7 +274,7 @@ fn scram_properties(broker: &KafkaBroker, mechanism: &str, password: &str) -> St
 
 #[test]
 fn the_seeds_properties_file_logs_in_with_scram_and_a_wrong_password_is_one_clear_line() {
-    let broker = KafkaBroker::start_with_scram(&[("admin", "admin-secret")]);
+    let broker = Tansu::start_with_scram(&[("admin", "admin-secret")]);
     let env = Env::new();
     let file = env.dir.path().join("client.properties");
     std::fs::write(
@@ -366,7 +366,7 @@ fn the_seeds_properties_file_logs_in_with_scram_and_a_wrong_password_is_one_clea
 fn tls_with_a_client_certificate_from_the_config_or_a_properties_file_in_pem_or_pkcs12() {
     let certs = TempDir::new();
     make_certificates(certs.path(), "caracal");
-    let broker = KafkaBroker::start_tls(certs.path());
+    let broker = Tansu::start_tls(certs.path());
     let file = |name: &str| certs.path().join(name).display().to_string();
     let env = Env::new();
     let yaml = format!(

@@ -6,7 +6,6 @@
 pub mod certs;
 pub mod events;
 pub mod gateway;
-pub mod kafka_broker;
 pub mod mcp;
 pub mod mock;
 pub mod postgres;
