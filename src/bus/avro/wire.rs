@@ -71,7 +71,28 @@ pub fn registered_kind(id: u32) -> Option<EventKind> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::bus::avro::{decode_framed, tests::all_samples, AvroError};
+    use crate::bus::event_message;
+
+    #[test]
+    fn confluent_messages_decode_through_the_ids_and_an_unknown_id_is_refused() {
+        let wire = WireFormat::Confluent {
+            ids: [21, 22, 23, 24],
+        };
+        for event in all_samples() {
+            let message = event_message(&event, wire.framing(event.kind())).unwrap();
+            assert_eq!(message.value[0], 0);
+            let decoded = decode_framed(&message.value, |id| wire.kind_of_id(id)).unwrap();
+            assert_eq!(decoded.event, event);
+            let other = WireFormat::Confluent {
+                ids: [31, 32, 33, 34],
+            };
+            let refused = decode_framed(&message.value, |id| other.kind_of_id(id));
+            assert!(matches!(refused, Err(AvroError::UnknownSchemaId(_))));
+        }
+    }
 
     #[test]
     fn each_kind_is_framed_with_its_own_id_and_ids_map_back() {
