@@ -153,7 +153,7 @@ impl Registry {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| with_causes(&e))?;
             let status = response.status();
             let bytes = Limited::new(response.into_body(), ANSWER_BYTES_MAX)
                 .collect()
@@ -181,4 +181,16 @@ impl Registry {
             }),
         }
     }
+}
+
+/// `error` and each of its sources, so "client error (Connect)" says why it could not connect.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

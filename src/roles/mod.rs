@@ -120,7 +120,7 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     /// `kafka.schemaRegistry` is set and registering the schemas failed: no message is
     /// framed any other way.
-    #[error("{0}")]
+    #[error(transparent)]
     SchemaRegistry(#[from] crate::kafka::registry::RegistryError),
 }
 

@@ -166,6 +166,10 @@ fn serve_frames_every_event_with_the_registered_ids_and_the_ledger_reads_them() 
         ("CARACAL_KAFKA__SCHEMAREGISTRY__URL", registry.url.as_str()),
         ("CARACAL_KAFKA__SCHEMAREGISTRY__USERNAME", "caracal"),
         ("CARACAL_KAFKA__SCHEMAREGISTRY__PASSWORD", "registry-secret"),
+        (
+            "CARACAL_CONSUMERS__LEDGERWRITER__MERKLE__BATCHTIMEOUTSECONDS",
+            "1",
+        ),
     ];
     let env = gateway_env(&mock, &settings);
     let t = tree(&env, "10.00", "5.00");
