@@ -2,7 +2,9 @@
 //! (`tests/python/schema_registry_standin.py`: none can be installed here), judged by Confluent's
 //! own `confluent_kafka.schema_registry` client: the four value schemas under `<topic>-value`,
 //! byte for byte the `.avsc` files, compatibility BACKWARD, basic auth, idempotent re-runs, and an
-//! incompatible registered version refused with the subject named.
+//! incompatible registered version refused with the subject named; `serve` with the registry
+//! configured frames every event with the registered ids (judged by `AvroDeserializer`), and a
+//! registry out of reach or an incompatible schema stops its start.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -257,4 +259,15 @@ fn serve_refuses_to_start_when_the_registry_is_out_of_reach() {
         error.contains("Schema Registry") && error.contains(&url),
         "{error}"
     );
+}
+
+#[test]
+fn serve_refuses_to_start_when_a_schema_is_incompatible_naming_the_subject() {
+    let registry = StandIn::start();
+    python_run(OLD_SCHEMA, &[&registry.url, "caracal:registry-secret"]);
+    let env = env_for(&registry, "registry-secret");
+    let run = env.cli_within(&["serve", "--role", "gateway"], Duration::from_secs(30));
+    let error = run.user_error();
+    assert!(error.contains("caracal.policy.changes-value"), "{error}");
+    assert!(error.contains("not BACKWARD compatible"), "{error}");
 }
