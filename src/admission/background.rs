@@ -224,7 +224,10 @@ impl Admission {
 
 /// The agent an admin event (AgentLifecycle or PolicyChange) is about.
 fn admin_event_agent(value: &[u8]) -> Option<AgentId> {
-    match crate::bus::avro::decode_framed(value, |_| None).ok()?.event {
+    match crate::bus::avro::decode_framed(value, crate::bus::avro::registered_kind)
+        .ok()?
+        .event
+    {
         Event::Lifecycle(e) => Some(e.agent_id),
         Event::Change(e) => Some(e.agent_id),
         _ => None,

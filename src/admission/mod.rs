@@ -26,8 +26,7 @@ use self::cache::TtlCache;
 pub use self::charge::{Finished, PendingCharge};
 pub use self::error::Refusal;
 pub use self::events::expired_event;
-use crate::bus::avro::Framing;
-use crate::bus::{event_message, BusError, EventBus};
+use crate::bus::{avro, event_message, BusError, EventBus};
 use crate::config::{GatewayConfig, UnknownPrice};
 use crate::core::agent::AgentId;
 use crate::core::decision::{Decision, DenyReason};
@@ -330,7 +329,7 @@ impl Admission {
 
     /// Queues an event without waiting; a full buffer refuses the call (fail closed).
     fn emit(&self, event: Event) -> Result<(), Refusal> {
-        let message = event_message(&event, Framing::SingleObject)
+        let message = event_message(&event, avro::wire::current().framing(event.kind()))
             .map_err(|e| Refusal::unavailable("event bus", e))?;
         self.bus
             .enqueue(vec![message])
@@ -339,7 +338,7 @@ impl Admission {
 
     /// Publishes an event and waits until it is durable.
     async fn publish(&self, event: Event) -> Result<(), BusError> {
-        let message = event_message(&event, Framing::SingleObject)?;
+        let message = event_message(&event, avro::wire::current().framing(event.kind()))?;
         self.bus.publish(vec![message]).await.map(|_| ())
     }
 

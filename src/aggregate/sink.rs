@@ -29,7 +29,8 @@ impl AggregateSink {
 
 /// Decodes a metering event from a message of `caracal.metering.events`.
 pub fn decode(message: &ConsumedMessage) -> Result<MeteringEvent, String> {
-    let unframed = avro::unframe(&message.value, |_| None).map_err(|e| e.to_string())?;
+    let unframed =
+        avro::unframe(&message.value, avro::registered_kind).map_err(|e| e.to_string())?;
     if unframed.kind != EventKind::MeteringEvent {
         return Err(format!(
             "expected a MeteringEvent on {TOPIC_METERING_EVENTS}, found a {}",

@@ -42,7 +42,8 @@ pub fn entry(message: &ConsumedMessage) -> Result<AuditEntry, String> {
     if message.topic == TOPIC_DLQ {
         return Ok(dead_letter(message));
     }
-    let decoded = avro::decode_framed(&message.value, |_| None).map_err(|e| e.to_string())?;
+    let decoded =
+        avro::decode_framed(&message.value, avro::registered_kind).map_err(|e| e.to_string())?;
     event_entry(message, &decoded.event)
 }
 

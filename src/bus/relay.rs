@@ -8,7 +8,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::avro::Framing;
+use super::avro::WireFormat;
 use super::{admin_message, header, BusError, CursorUpdate, EventBus, OutgoingMessage};
 use super::{HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_OUTBOX_ID};
 use crate::core::events::{TOPIC_AGENT_LIFECYCLE, TOPIC_DLQ, TOPIC_POLICY_CHANGES};
@@ -34,7 +34,7 @@ pub struct RelayConfig {
     /// Pause after a failed step before trying again.
     pub error_backoff_ms: u64,
     /// How values are framed: single-object unless a Schema Registry gave ids.
-    pub framing: Framing,
+    pub wire: WireFormat,
 }
 
 impl Default for RelayConfig {
@@ -43,7 +43,7 @@ impl Default for RelayConfig {
             poll_interval_ms: 200,
             batch_events_max: 500,
             error_backoff_ms: 1_000,
-            framing: Framing::SingleObject,
+            wire: WireFormat::SingleObject,
         }
     }
 }
@@ -83,7 +83,8 @@ pub async fn recover_cursor(bus: &dyn EventBus) -> Result<i64, BusError> {
 
 /// The message for one outbox row: its admin event, or a DLQ entry when it cannot be encoded
 /// (so one bad row never stops cache invalidation for everything behind it).
-pub fn relay_message(record: &OutboxRecord, framing: Framing) -> OutgoingMessage {
+pub fn relay_message(record: &OutboxRecord, wire: WireFormat) -> OutgoingMessage {
+    let framing = wire.framing(record.event.kind());
     match admin_message(&record.event, record.id, framing) {
         Ok(message) => message,
         Err(e) => {
@@ -150,7 +151,7 @@ pub async fn relay_once(
     );
     let messages = records
         .iter()
-        .map(|r| relay_message(r, config.framing))
+        .map(|r| relay_message(r, config.wire))
         .collect();
     let update = CursorUpdate {
         name: ADMIN_OUTBOX_CURSOR.to_owned(),

@@ -319,7 +319,7 @@ pub struct KafkaSsl {
 }
 
 /// `kafka.schemaRegistry`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct SchemaRegistry {
     /// Base URL (`http://schema-registry:8081`). Unset: Avro single-object encoding.
@@ -330,6 +330,20 @@ pub struct SchemaRegistry {
     pub password: Option<Secret>,
     /// File holding the basic-auth password (exclusive with `password`).
     pub password_file: Option<PathBuf>,
+    /// Deadline of each registry request made when a role starts (default 10 000 ms).
+    pub timeout_ms: u64,
+}
+
+impl Default for SchemaRegistry {
+    fn default() -> Self {
+        SchemaRegistry {
+            url: None,
+            username: None,
+            password: None,
+            password_file: None,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `kafka.config`: topic settings for `kafka create-topics`.

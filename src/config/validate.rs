@@ -408,6 +408,9 @@ fn kafka(k: &KafkaConfig) -> Checked {
     if let Some(url) = &k.schema_registry.url {
         http_url(url).or_else(|m| fail("kafka.schemaRegistry.url", m))?;
     }
+    if k.schema_registry.timeout_ms == 0 {
+        return fail("kafka.schemaRegistry.timeoutMs", "must be positive");
+    }
     Ok(())
 }
 

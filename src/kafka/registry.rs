@@ -1,5 +1,6 @@
-//! A Confluent Schema Registry client for `kafka register-schemas`: each event's value schema
-//! under `<topic>-value`, compatibility BACKWARD, basic auth from `kafka.schemaRegistry`.
+//! A Confluent Schema Registry client for `kafka register-schemas` and for every role at start:
+//! each event's value schema under `<topic>-value`, compatibility BACKWARD, basic auth from
+//! `kafka.schemaRegistry`, and the process's `WireFormat` made of the ids it answered.
 //! REST only; framing messages with the registered ids is `bus::avro`'s, not this file's.
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
-use crate::bus::avro::schema_json;
+use crate::bus::avro::{schema_json, WireFormat};
 use crate::config::SchemaRegistry;
 use crate::core::events::EventKind;
 
@@ -111,6 +112,20 @@ impl Registry {
         Ok(out)
     }
 
+    /// Registers every schema (as `register_all`) and returns the Confluent wire format made
+    /// of the ids the registry gave them, in `EventKind::ALL` order.
+    pub async fn wire_format(&self) -> Result<WireFormat, RegistryError> {
+        let mut ids = [0u32; 4];
+        for (slot, registered) in ids.iter_mut().zip(self.register_all().await?) {
+            *slot = u32::try_from(registered.id).map_err(|_| RegistryError::Status {
+                subject: registered.subject.clone(),
+                status: 200,
+                message: format!("schema id {} is not a 32-bit id", registered.id),
+            })?;
+        }
+        Ok(WireFormat::Confluent { ids })
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -138,7 +153,7 @@ impl Registry {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| with_causes(&e))?;
             let status = response.status();
             let bytes = Limited::new(response.into_body(), ANSWER_BYTES_MAX)
                 .collect()
@@ -166,4 +181,16 @@ impl Registry {
             }),
         }
     }
+}
+
+/// `error` and each of its sources, so "client error (Connect)" says why it could not connect.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -229,7 +229,8 @@ impl Sink for LedgerSink {
     type Item = LedgerEntry;
 
     fn accept(&self, message: &ConsumedMessage) -> Result<LedgerEntry, String> {
-        let unframed = avro::unframe(&message.value, |_| None).map_err(|e| e.to_string())?;
+        let unframed =
+            avro::unframe(&message.value, avro::registered_kind).map_err(|e| e.to_string())?;
         if unframed.kind != EventKind::MeteringEvent {
             return Err(format!(
                 "expected a MeteringEvent on {TOPIC_METERING_EVENTS}, found a {}",

@@ -110,7 +110,7 @@ impl LedgerRecord {
                 offset = last.offset + 1;
                 for message in batch {
                     if let Ok(Event::Metering(event)) =
-                        avro::decode_framed(&message.value, |_| None).map(|d| d.event)
+                        avro::decode_framed(&message.value, avro::registered_kind).map(|d| d.event)
                     {
                         if seen.insert(event.event_id) {
                             events.push(event);

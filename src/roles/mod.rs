@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod ledger;
 pub mod mcp;
 pub mod metrics;
+pub mod wire;
 
 use std::fmt;
 use std::str::FromStr;
@@ -118,6 +119,10 @@ pub enum ServeError {
     Task { role: &'static str, cause: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// `kafka.schemaRegistry` is set and registering the schemas failed: no message is
+    /// framed any other way.
+    #[error(transparent)]
+    SchemaRegistry(#[from] crate::kafka::registry::RegistryError),
 }
 
 impl From<crate::admission::OpenError> for ServeError {
@@ -417,6 +422,7 @@ pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
     if roles.contains(&Role::Metrics) {
         metrics::require_redis(&config)?;
     }
+    let wire = wire::install(&config).await?;
     let metrics = crate::telemetry::init_metrics().map_err(ServeError::Config)?;
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(version = %crate::version::long(), roles = ?names, data_dir = %config.data_dir.display(), "caracal starting");
@@ -432,7 +438,10 @@ pub async fn serve(config: Config, roles: Vec<Role>) -> Result<(), ServeError> {
         let relay = crate::bus::relay::run(
             Arc::clone(&backends.stores.store),
             Arc::clone(&backends.bus),
-            crate::bus::relay::RelayConfig::default(),
+            crate::bus::relay::RelayConfig {
+                wire,
+                ..Default::default()
+            },
             shutdown.clone(),
         );
         tasks.spawn(async move {

@@ -7,6 +7,7 @@ mod fields;
 mod framing;
 mod records;
 mod schemas;
+pub mod wire;
 mod writers;
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ pub use framing::{
     CONFLUENT_MAGIC, SINGLE_OBJECT_HEADER_BYTES, SINGLE_OBJECT_MAGIC,
 };
 pub use schemas::{canonical_form, check_schemas, fingerprint, schema, schema_json};
+pub use wire::{registered_kind, WireFormat};
 
 /// Everything that can go wrong between an event and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,7 +38,7 @@ pub enum AvroError {
     Truncated { needed: usize, got: usize },
     #[error("no known schema has fingerprint {}", hex(.0))]
     UnknownFingerprint([u8; 8]),
-    #[error("schema registry id {0} is not one of our event schemas")]
+    #[error("schema registry id {0} is not the id of one of our event schemas (this process learnt its ids by registering them in kafka.schemaRegistry at start)")]
     UnknownSchemaId(u32),
     #[error("{record}.{field}: {detail}")]
     Mismatch {

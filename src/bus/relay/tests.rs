@@ -33,7 +33,7 @@ fn config(batch_events_max: usize) -> RelayConfig {
         poll_interval_ms: 10,
         batch_events_max,
         error_backoff_ms: 10,
-        framing: Framing::SingleObject,
+        wire: WireFormat::SingleObject,
     }
 }
 

@@ -156,9 +156,10 @@ async fn events(bus: &Arc<dyn EventBus>, topic: &str, query: &Query) -> Reply {
             .await
             .map_err(|e| OpsError::Unavailable(format!("event bus: {e}")))?;
         for message in messages {
-            let decoded = crate::bus::avro::decode_framed(&message.value, |_| None)
-                .map(|d| event_json(&d.event))
-                .unwrap_or_else(|e| serde_json::json!({ "undecodable": e.to_string() }));
+            let decoded =
+                crate::bus::avro::decode_framed(&message.value, crate::bus::avro::registered_kind)
+                    .map(|d| event_json(&d.event))
+                    .unwrap_or_else(|e| serde_json::json!({ "undecodable": e.to_string() }));
             out.push(decoded);
         }
     }
