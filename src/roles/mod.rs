@@ -110,7 +110,9 @@ pub enum ServeError {
     Config(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("event bus: {0}")]
+    /// The bus's own message (it names the bus and the brokers); transparent so the chain
+    /// main prints does not say it twice.
+    #[error(transparent)]
     Bus(#[from] crate::bus::BusError),
     #[error(transparent)]
     Spend(#[from] crate::spend::SpendError),

@@ -274,7 +274,7 @@ fn scram_properties(broker: &Tansu, mechanism: &str, password: &str) -> String {
 
 #[test]
 fn the_seeds_properties_file_logs_in_with_scram_and_a_wrong_password_is_one_clear_line() {
-    let broker = Tansu::start_with_scram(&[("admin", "admin-secret")]);
+    let broker = Tansu::start_with_scram(&[("admin", "admin-secret")], false);
     let env = Env::new();
     let file = env.dir.path().join("client.properties");
     std::fs::write(

@@ -3,7 +3,8 @@
 //! with the official `openai` SDK through two gateways are metered once into the ledger and the
 //! audit log; an admin change reaches both gateways; a ledger replica killed -9 and a broker
 //! restart under load lose and duplicate nothing; a corrupt message produced by another Kafka
-//! client (confluent-kafka) lands in `caracal.dlq` with its headers.
+//! client (confluent-kafka) lands in `caracal.dlq` with its headers; the bus logs in with
+//! SASL SCRAM-SHA-512, and a wrong password stops `serve` with one line.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -443,4 +444,39 @@ fn a_corrupt_message_from_another_client_lands_in_the_dlq_with_its_headers() {
         assert!(headers.as_array().unwrap().contains(&expected), "{headers}");
     }
     assert_ledger_totals(&env, &[(&t, 2)]);
+}
+
+#[test]
+fn the_bus_logs_in_with_scram_and_a_wrong_password_stops_serve_with_one_line() {
+    let (pg, mock) = (PgServer::start(), Mock::start(&[]));
+    let tansu = Tansu::start_with_scram(&[("caracal", "bus-secret")], true);
+    let scram = |env: Env, password: &str| {
+        env.with("CARACAL_KAFKA__SECURITY__PROTOCOL", "SASL_PLAINTEXT")
+            .with("CARACAL_KAFKA__SECURITY__SASLMECHANISM", "SCRAM-SHA-512")
+            .with("CARACAL_KAFKA__SECURITY__SASLUSERNAME", "caracal")
+            .with("CARACAL_KAFKA__SECURITY__SASLPASSWORD", password)
+    };
+    let env = scram(topology_env(&pg, &tansu, &mock), "bus-secret");
+    let t = tree(&env, "10.00", "10.00");
+    let _ledger = own(&env).serve(&["--role", "ledger"]);
+    let gw = Gateway::start_roles(own(&env), &["gateway"]);
+    for i in 0..3 {
+        assert_eq!(
+            gw.post(PATH, &t.key, &chat(&format!("scram {i}"))).status,
+            200
+        );
+    }
+    wait_sealed(&env, 3);
+    assert_ledger_totals(&env, &[(&t, 3)]);
+
+    let wrong = scram(own(&env), "not-the-password");
+    let refused = wrong.cli_within(&["serve", "--role", "gateway"], Duration::from_secs(60));
+    // rskafka logs each failed attempt; the error itself is one line, the last one.
+    assert_ne!(refused.status, 0);
+    let line = refused.stderr.lines().last().unwrap_or_default();
+    assert!(line.starts_with("error: ") && line.contains("invalid proof"), "{line}");
+    assert_eq!(line.matches("invalid proof").count(), 1, "said once: {line}");
+    assert!(line.contains(&tansu.address()), "{line}");
+    assert!(!line.contains("not-the-password"), "{line}");
+    assert_eq!(mock.requests(), 3);
 }

@@ -108,8 +108,12 @@ impl Tansu {
 
     /// A broker that requires SASL SCRAM, with `users` (name, password) known for SHA-512
     /// and SHA-256: created while it runs open, then restarted with `--authentication`.
-    pub fn start_with_scram(users: &[(&str, &str)]) -> Tansu {
-        let mut broker = Tansu::empty();
+    /// With `topics`, the seeds' five topics are created before authentication is required.
+    pub fn start_with_scram(users: &[(&str, &str)], topics: bool) -> Tansu {
+        let mut broker = match topics {
+            true => Tansu::start(),
+            false => Tansu::empty(),
+        };
         let url = format!("tcp://{}", broker.address());
         for (name, password) in users {
             for mechanism in ["scram512", "scram256"] {
