@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use caracal::core::agent::AgentId;
 use caracal::core::checkpoint::BatchHeader;
+use caracal::ledger::verify;
 use caracal::store::leases::{Fence, LeaseRequest, LeaseStore};
-use caracal::store::ledger::{LedgerColumns, LedgerEntry, LedgerQuery, LedgerStore, SealedBatch};
+use caracal::store::ledger::{
+    LedgerColumns, LedgerEntry, LedgerQuery, LedgerStore, SealedBatch, SeqRange, Visit,
+};
 use caracal::store::StoreError;
 
 use crate::harness::events::metering;
@@ -271,6 +274,86 @@ pub async fn appends_are_idempotent_and_batches_must_follow_each_other(s: &Store
     assert_eq!(row.datum, first[1].datum);
 }
 
+/// The verifier's row reader lends each range's rows in order, each followed by its end, with
+/// exactly the stored columns (which match the sealed bytes), across adjacent ranges, a range
+/// past the last row and a range that goes back.
+pub async fn ranges_are_lent_row_by_row_as_stored(s: &Stores) {
+    let lease = s
+        .leases
+        .acquire_leases(&request("a", 9_000 * SECOND))
+        .await
+        .unwrap();
+    let fence: &Fence = &lease[3].fence;
+    let (root, child) = (AgentId::new(), AgentId::new());
+    let entries: Vec<_> = (0..6).map(|i| entry(root, child, 10 + i, i)).collect();
+    s.ledger.append_ledger(fence, entries, 6).await.unwrap();
+    let stored = s.ledger.ledger_rows(fence.partition, 0, 5).await.unwrap();
+    assert!(stored.iter().all(|r| !r.columns.ancestor_ids.is_empty()));
+    let p = fence.partition;
+    let ranges = vec![
+        SeqRange {
+            partition: p,
+            first: 0,
+            last: 1,
+        },
+        SeqRange {
+            partition: p,
+            first: 2,
+            last: 3,
+        },
+        SeqRange {
+            partition: p,
+            first: 4,
+            last: 9,
+        },
+        SeqRange {
+            partition: p,
+            first: 1,
+            last: 2,
+        },
+    ];
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = Arc::clone(&seen);
+    s.ledger
+        .visit_ledger_ranges(
+            ranges,
+            Box::new(move |visit| {
+                let mut out = out.lock().unwrap();
+                match visit {
+                    Visit::Row(i, row) => {
+                        assert!(verify::check_row(&row).is_none(), "seq {}", row.seq);
+                        out.push((
+                            i,
+                            Some((row.seq, row.columns.to_columns(), row.datum.to_vec())),
+                        ));
+                    }
+                    Visit::End(i) => out.push((i, None)),
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    let row = |i: usize, seq: usize| {
+        let r = &stored[seq];
+        (i, Some((r.seq, r.columns.clone(), r.datum.clone())))
+    };
+    let expected = vec![
+        row(0, 0),
+        row(0, 1),
+        (0, None),
+        row(1, 2),
+        row(1, 3),
+        (1, None),
+        row(2, 4),
+        row(2, 5),
+        (2, None),
+        row(3, 1),
+        row(3, 2),
+        (3, None),
+    ];
+    assert_eq!(*seen.lock().unwrap(), expected);
+}
+
 macro_rules! every_case {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -311,6 +394,11 @@ macro_rules! every_case {
                     super::appends_are_idempotent_and_batches_must_follow_each_other(&s).await
                 })
                 .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ranges_are_lent_row_by_row_as_stored() {
+                run(|s| async move { super::ranges_are_lent_row_by_row_as_stored(&s).await }).await;
             }
         }
     };

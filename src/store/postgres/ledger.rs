@@ -2,7 +2,8 @@
 //! `ledger_event_ids`, rows written by binary COPY into the month-partitioned `ledger_events`),
 //! sealed batches, signing keys and the ledger query. Appends and seals check the consumer's
 //! fence first in their own transaction. The append transaction lives in `ledger_append.rs`,
-//! row conversion and SQL text in `ledger_rows.rs`.
+//! row conversion and SQL text in `ledger_rows.rs`, the verifier's row reader in
+//! `ledger_visit.rs`.
 
 use async_trait::async_trait;
 use tokio_postgres::types::Type;
@@ -10,13 +11,13 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::leases::check_fence;
-use super::ledger_append;
 use super::ledger_rows::{batch_from, query_batches, row_from, rows, BATCH_COLUMNS, ROW_COLUMNS};
 use super::{col, map_err, PgStore, TxMode};
+use super::{ledger_append, ledger_visit};
 use crate::store::leases::Fence;
 use crate::store::ledger::{
     AppendOutcome, CurrencyTotal, LedgerEntry, LedgerQuery, LedgerStore, PartitionHead,
-    SealedBatch, StoredRow,
+    RangesVisitor, SealedBatch, SeqRange, StoredRow,
 };
 use crate::store::StoreError;
 
@@ -272,6 +273,14 @@ impl LedgerStore for PgStore {
         .iter()
         .map(row_from)
         .collect()
+    }
+
+    async fn visit_ledger_ranges(
+        &self,
+        ranges: Vec<SeqRange>,
+        visit: RangesVisitor,
+    ) -> Result<(), StoreError> {
+        ledger_visit::visit_ranges(self, ranges, visit).await
     }
 
     async fn ledger_datums(

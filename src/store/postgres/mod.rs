@@ -1,7 +1,8 @@
 //! The Postgres store: a deadpool pool of tokio-postgres connections (TLS per `postgresql.ssl`),
 //! the transaction helper every table module runs in, error mapping, and the `Store` wiring.
 //! SQL lives in `agents.rs`, `policies.rs`, and for the consumers `ledger.rs` (with
-//! `ledger_append.rs`, `ledger_rows.rs`), `leases.rs`, `audit.rs`; the schema in `migrate.rs`.
+//! `ledger_append.rs`, `ledger_rows.rs`, `ledger_visit.rs`), `leases.rs`, `audit.rs`; the
+//! schema in `migrate.rs`.
 //! No session state anywhere (PgBouncer transaction mode): every statement is unnamed
 //! (`query_typed`), except the ledger's COPY, whose statement is prepared and closed inside its
 //! transaction; every lock is transaction-scoped.
@@ -13,6 +14,7 @@ mod leases;
 mod ledger;
 mod ledger_append;
 mod ledger_rows;
+mod ledger_visit;
 pub mod migrate;
 mod policies;
 
