@@ -149,6 +149,20 @@ pub trait EventBus: Send + Sync {
         Ok((messages, high_watermark))
     }
 
+    /// `fetch_with_watermark` answered at once with what is there, never held by the broker
+    /// for more: for a consumer whose other partitions are behind (a wait on an idle partition
+    /// would hold up their reads). The default is `fetch_with_watermark` (no wait to skip).
+    async fn fetch_now(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_messages: usize,
+    ) -> Result<(Vec<ConsumedMessage>, i64), BusError> {
+        self.fetch_with_watermark(topic, partition, offset, max_messages)
+            .await
+    }
+
     /// The oldest offset still held (retention moves it on Kafka; the embedded log keeps all).
     async fn log_start(&self, topic: &str, partition: i32) -> Result<i64, BusError> {
         self.partition_count(topic).await?;

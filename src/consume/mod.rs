@@ -106,9 +106,10 @@ pub trait Sink: Send + Sync + 'static {
     }
 }
 
-/// One partition's read and commit in a round, and its index among the owned partitions.
+/// One partition's read and commit in a round, its index among the owned partitions, and
+/// whether the read left it behind its high watermark.
 type PartitionRound<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (usize, Result<bool, ConsumeError>)> + Send + 'a>,
+    Box<dyn std::future::Future<Output = (usize, Result<bool, ConsumeError>, bool)> + Send + 'a>,
 >;
 
 /// Runs a consumer until shutdown; releases its leases on the way out.
@@ -124,6 +125,9 @@ pub async fn run<S: Sink>(
     let mut renewed_at: Option<Instant> = None;
     // What the last ownership line said; one INFO line per change, none per partition.
     let mut reported: Option<String> = None;
+    // Some partition was left behind its high watermark by the last round: read without
+    // waiting on the broker, or idle partitions' waits would hold up its reads.
+    let mut behind = false;
     loop {
         if shutdown.is_requested() {
             break;
@@ -150,7 +154,9 @@ pub async fn run<S: Sink>(
             progressed,
             lost,
             failed,
-        } = round(&config, bus.as_ref(), sink.as_ref(), &mut owned).await;
+            left_behind,
+        } = round(&config, bus.as_ref(), sink.as_ref(), &mut owned, behind).await;
+        behind = left_behind;
         if failed {
             pause(config.error_backoff, &mut shutdown).await;
         }
@@ -182,42 +188,58 @@ struct Round {
     lost: bool,
     /// Some partition failed otherwise (back off).
     failed: bool,
+    /// Some partition read without error is still behind its high watermark.
+    left_behind: bool,
 }
 
 /// Reads and commits every owned partition once, up to `partitions_in_flight` at a time, so the
-/// log, the store and the sink's CPU work overlap.
+/// log, the store and the sink's CPU work overlap. Reads wait on the broker unless `behind`.
 async fn round<S: Sink>(
     config: &ConsumerConfig,
     bus: &dyn EventBus,
     sink: &S,
     owned: &mut [Lease],
+    behind: bool,
 ) -> Round {
     let rounds: Vec<PartitionRound<'_>> = owned
         .iter_mut()
         .enumerate()
         .map(|(i, lease)| -> PartitionRound<'_> {
             Box::pin(async move {
-                let result = match fetch(config, bus, lease).await {
-                    Ok(batch) => apply(config, bus, sink, lease, batch).await,
+                let mut left_behind = false;
+                let result = match fetch(config, bus, lease, behind).await {
+                    Ok(batch) => {
+                        let result = apply(config, bus, sink, lease, batch.messages).await;
+                        left_behind = result.is_ok() && batch.high_watermark > lease.next_offset;
+                        record_lag(
+                            config,
+                            &lease.fence,
+                            batch.high_watermark - lease.next_offset,
+                        );
+                        result
+                    }
                     Err(ConsumeError::Bus(BusError::OffsetOutOfRange { .. })) => {
                         reset_below_log_start(config, bus, sink, lease).await
                     }
                     Err(e) => Err(e),
                 };
-                (i, result)
+                (i, result, left_behind)
             })
         })
         .collect();
-    let results: Vec<(usize, Result<bool, ConsumeError>)> = futures_util::stream::iter(rounds)
-        .buffer_unordered(config.partitions_in_flight.max(1))
-        .collect()
-        .await;
+    let results: Vec<(usize, Result<bool, ConsumeError>, bool)> =
+        futures_util::stream::iter(rounds)
+            .buffer_unordered(config.partitions_in_flight.max(1))
+            .collect()
+            .await;
     let mut outcome = Round {
         progressed: false,
         lost: false,
         failed: false,
+        left_behind: false,
     };
-    for (i, result) in results {
+    for (i, result, left_behind) in results {
+        outcome.left_behind |= left_behind;
         let Some(lease) = owned.get(i) else { continue };
         match result {
             Ok(moved) => outcome.progressed |= moved,
@@ -326,16 +348,16 @@ async fn fetch(
     config: &ConsumerConfig,
     bus: &dyn EventBus,
     lease: &Lease,
+    now: bool,
 ) -> Result<Fetched, ConsumeError> {
-    let fence = &lease.fence;
-    let (messages, high_watermark) = bus
-        .fetch_with_watermark(
-            &fence.topic,
-            fence.partition,
-            lease.next_offset,
-            config.fetch_messages_max,
-        )
-        .await?;
+    let (topic, partition) = (&lease.fence.topic, lease.fence.partition);
+    let (offset, max) = (lease.next_offset, config.fetch_messages_max);
+    let (messages, high_watermark) = if now {
+        bus.fetch_now(topic, partition, offset, max).await?
+    } else {
+        bus.fetch_with_watermark(topic, partition, offset, max)
+            .await?
+    };
     Ok(Fetched {
         messages,
         high_watermark,
@@ -377,15 +399,10 @@ async fn apply<S: Sink>(
     bus: &dyn EventBus,
     sink: &S,
     lease: &mut Lease,
-    fetched: Fetched,
+    messages: Vec<ConsumedMessage>,
 ) -> Result<bool, ConsumeError> {
-    let Fetched {
-        messages,
-        high_watermark,
-    } = fetched;
     let fence = &lease.fence;
     let Some(last) = messages.last() else {
-        record_lag(config, fence, high_watermark - lease.next_offset);
         return Ok(false);
     };
     let next_offset = last.offset.saturating_add(1);
@@ -416,7 +433,6 @@ async fn apply<S: Sink>(
         metrics::counter!("caracal_consumer_duplicates_total", "consumer" => config.name.clone())
             .increment(accepted - inserted as u64);
     }
-    record_lag(config, fence, high_watermark - next_offset);
     Ok(true)
 }
 

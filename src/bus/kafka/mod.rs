@@ -150,6 +150,8 @@ pub struct KafkaBus {
     consumer: KafkaConsumerConfig,
     health: Arc<Health>,
     message_bytes_max: usize,
+    /// Each partition's high watermark in its last fetch answer: below it a read does not wait.
+    watermarks: std::sync::Mutex<HashMap<(String, i32), i64>>,
     probe: tokio::task::JoinHandle<()>,
 }
 
@@ -182,6 +184,7 @@ impl KafkaBus {
             consumer: config.consumer.clone(),
             health,
             message_bytes_max: config.producer.max_request_size,
+            watermarks: std::sync::Mutex::new(HashMap::new()),
             probe,
         })
     }
@@ -269,15 +272,17 @@ impl KafkaBus {
             .map_err(|e| map_error(e, topic, partition))
     }
 
-    /// Up to `max_messages` from `offset`, held by the broker until `min_bytes` are there or
-    /// `fetch.max.wait.ms` passed; with the high watermark.
+    /// Up to `max_messages` from `offset`, with the high watermark. Held by the broker until
+    /// `min_bytes` are there or `fetch.max.wait.ms` passed only when `wait` and the partition
+    /// is caught up (`offset` at the high watermark of its last answer): a reader that is
+    /// behind is answered at once with what is there.
     async fn read(
         &self,
         topic: &str,
         partition: i32,
         offset: i64,
         max_messages: usize,
-        min_bytes: usize,
+        wait: Option<usize>,
     ) -> Result<(Vec<ConsumedMessage>, i64), BusError> {
         self.partitions.check(topic, partition).await?;
         let c = &self.consumer;
@@ -291,10 +296,15 @@ impl KafkaBus {
                 high_watermark,
             });
         }
+        let behind = self.known_watermark(topic, partition) > offset;
+        let (min_bytes, wait_ms) = match wait {
+            Some(min_bytes) if !behind => (min_bytes, c.fetch_max_wait_ms),
+            _ => (1, 0),
+        };
         let min = i32::try_from(min_bytes).unwrap_or(i32::MAX);
         let max = i32::try_from(c.max_partition_fetch_bytes).unwrap_or(i32::MAX);
-        let wait_ms = i32::try_from(c.fetch_max_wait_ms).unwrap_or(i32::MAX);
-        let timeout = self.partitions.request_timeout + Duration::from_millis(c.fetch_max_wait_ms);
+        let timeout = self.partitions.request_timeout + Duration::from_millis(wait_ms);
+        let wait_ms = i32::try_from(wait_ms).unwrap_or(i32::MAX);
         let fetched = tokio::time::timeout(
             timeout,
             client.fetch_records(offset, min..max.max(min + 1), wait_ms),
@@ -337,12 +347,14 @@ impl KafkaBus {
             .read_on(&client, &mut messages, limit, max, high_watermark)
             .await;
         messages.truncate(limit);
+        self.remember_watermark(topic, partition, high_watermark);
         Ok((messages, high_watermark))
     }
 
-    /// A broker may answer a fetch with one record batch: while the high watermark says more
-    /// is there, read on without waiting (at most `FOLLOW_UPS_MAX` more requests; an error
-    /// ends the read with what it has). Returns the latest high watermark.
+    /// A broker may answer a fetch with one record batch (tansu does): while the high
+    /// watermark says more is there, read on without waiting until `limit` messages or
+    /// `max_bytes` are read (each answer holds at least one message, so at most `limit`
+    /// requests; an error ends the read with what it has). Returns the latest high watermark.
     async fn read_on(
         &self,
         client: &PartitionClient,
@@ -351,26 +363,53 @@ impl KafkaBus {
         max_bytes: i32,
         mut high_watermark: i64,
     ) -> i64 {
-        const FOLLOW_UPS_MAX: usize = 64;
         let timeout = self.partitions.request_timeout;
-        for _ in 0..FOLLOW_UPS_MAX {
-            let Some(last) = messages.last() else { break };
+        let budget = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let mut bytes: usize = messages.iter().map(message_bytes).sum();
+        while let Some(last) = messages.last() {
             let next = last.offset + 1;
-            if messages.len() >= limit || next >= high_watermark {
+            if messages.len() >= limit || next >= high_watermark || bytes >= budget {
                 break;
             }
             let (topic, partition) = (last.topic.clone(), last.partition);
-            let more = tokio::time::timeout(timeout, client.fetch_records(next, 1..max_bytes, 0));
+            let room = i32::try_from(budget - bytes).unwrap_or(i32::MAX).max(1);
+            let more = tokio::time::timeout(
+                timeout,
+                client.fetch_records(next, 1..room.saturating_add(1), 0),
+            );
             match more.await {
                 Ok(Ok((got, hw))) if !got.is_empty() => {
                     high_watermark = hw;
-                    messages.extend(Self::records(&topic, partition, got));
+                    let got = Self::records(&topic, partition, got);
+                    bytes = bytes.saturating_add(got.iter().map(message_bytes).sum());
+                    messages.extend(got);
                 }
                 _ => break,
             }
         }
         high_watermark
     }
+
+    /// The high watermark of `topic`/`partition` in its last fetch answer (0 before any).
+    fn known_watermark(&self, topic: &str, partition: i32) -> i64 {
+        self.watermarks
+            .lock()
+            .ok()
+            .and_then(|w| w.get(&(topic.to_owned(), partition)).copied())
+            .unwrap_or(0)
+    }
+
+    fn remember_watermark(&self, topic: &str, partition: i32, high_watermark: i64) {
+        if let Ok(mut w) = self.watermarks.lock() {
+            w.insert((topic.to_owned(), partition), high_watermark);
+        }
+    }
+}
+
+/// A message's key, value and header bytes: what the fetch byte budget counts.
+fn message_bytes(m: &ConsumedMessage) -> usize {
+    let headers: usize = m.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    m.key.len() + m.value.len() + headers
 }
 
 impl Drop for KafkaBus {
@@ -456,7 +495,7 @@ impl EventBus for KafkaBus {
         // Answered as soon as anything is there: one-off reads (the relay's tail, the
         // invalidation tail, the CLI) wait for no batch to fill.
         Ok(self
-            .read(topic, partition, offset, max_messages, 1)
+            .read(topic, partition, offset, max_messages, Some(1))
             .await?
             .0)
     }
@@ -469,7 +508,18 @@ impl EventBus for KafkaBus {
         max_messages: usize,
     ) -> Result<(Vec<ConsumedMessage>, i64), BusError> {
         let min_bytes = self.consumer.fetch_min_bytes;
-        self.read(topic, partition, offset, max_messages, min_bytes)
+        self.read(topic, partition, offset, max_messages, Some(min_bytes))
+            .await
+    }
+
+    async fn fetch_now(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_messages: usize,
+    ) -> Result<(Vec<ConsumedMessage>, i64), BusError> {
+        self.read(topic, partition, offset, max_messages, None)
             .await
     }
 
