@@ -474,8 +474,15 @@ fn the_bus_logs_in_with_scram_and_a_wrong_password_stops_serve_with_one_line() {
     // rskafka logs each failed attempt; the error itself is one line, the last one.
     assert_ne!(refused.status, 0);
     let line = refused.stderr.lines().last().unwrap_or_default();
-    assert!(line.starts_with("error: ") && line.contains("invalid proof"), "{line}");
-    assert_eq!(line.matches("invalid proof").count(), 1, "said once: {line}");
+    assert!(
+        line.starts_with("error: ") && line.contains("invalid proof"),
+        "{line}"
+    );
+    assert_eq!(
+        line.matches("invalid proof").count(),
+        1,
+        "said once: {line}"
+    );
     assert!(line.contains(&tansu.address()), "{line}");
     assert!(!line.contains("not-the-password"), "{line}");
     assert_eq!(mock.requests(), 3);
