@@ -471,9 +471,15 @@ fn the_bus_logs_in_with_scram_and_a_wrong_password_stops_serve_with_one_line() {
 
     let wrong = scram(own(&env), "not-the-password");
     let refused = wrong.cli_within(&["serve", "--role", "gateway"], Duration::from_secs(60));
-    // rskafka logs each failed attempt; the error itself is one line, the last one.
+    // rskafka logs each failed attempt (a log line may even follow it); the error is one line.
     assert_ne!(refused.status, 0);
-    let line = refused.stderr.lines().last().unwrap_or_default();
+    let errors: Vec<&str> = refused
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", refused.stderr);
+    let line = errors[0];
     assert!(
         line.starts_with("error: ") && line.contains("invalid proof"),
         "{line}"

@@ -32,8 +32,8 @@ pub(super) fn backoff(config: &KafkaConfig) -> BackoffConfig {
     }
 }
 
-/// Connects to the bootstrap brokers and reads the cluster's metadata once, within
-/// `request.timeout.ms`: a wrong password, an unknown CA or a broker out of reach is one line
+/// Connects to the bootstrap brokers and reads the cluster's metadata once, retrying within
+/// `request.timeout.ms` (an attempt that hangs is cut at twice that): a wrong password, an unknown CA or a broker out of reach is one line
 /// naming the brokers and the cause.
 pub(super) async fn connect(config: &KafkaConfig) -> Result<Client, BusError> {
     let brokers = config.brokers.join(",");
@@ -46,7 +46,9 @@ pub(super) async fn connect(config: &KafkaConfig) -> Result<Client, BusError> {
     if let Some(sasl) = sasl(config)? {
         builder = builder.sasl_config(sasl);
     }
-    let timeout = Duration::from_millis(config.producer.request_timeout_ms);
+    // Twice the retry deadline: rskafka's own deadline (which names the cause, e.g. a refused
+    // password) ends first; this one only bounds an attempt that hangs.
+    let timeout = Duration::from_millis(config.producer.request_timeout_ms.saturating_mul(2));
     match tokio::time::timeout(timeout, builder.build()).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(BusError::Unavailable(format!(
