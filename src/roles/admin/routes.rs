@@ -93,39 +93,14 @@ async fn dispatch(ops: &Ops, bus: &Arc<dyn EventBus>, req: Request<Incoming>) ->
         }
         (&Method::DELETE, ["v1", "policies", id]) => ok(&ops.delete_policy(id, &audit).await?),
         (&Method::GET, ["v1", "policies", id, "history"]) => ok(&ops.policy_history(id).await?),
-        (&Method::GET, ["v1", "prices"]) => match (query.get("provider"), query.get("model")) {
-            (Some(provider), Some(model)) => ok(&ops.get_price(provider, model).await?),
-            (None, None) => ok(&ops.list_prices().await?),
-            _ => Err(OpsError::Invalid(
-                "give both provider and model, or neither".into(),
-            )),
-        },
+        (&Method::GET, ["v1", "prices"]) => prices(ops, &query).await,
         (&Method::PUT, ["v1", "prices"]) => {
             let input: PriceInput = body(req).await?;
             let (version, price) = ops.set_price(input).await?;
             ok(&serde_json::json!({ "pricebook_version": version, "price": price }))
         }
-        (&Method::POST, ["v1", "prices", "import"]) => {
-            let bytes = raw_body(req).await?;
-            let text = std::str::from_utf8(&bytes)
-                .map_err(|_| OpsError::Invalid("pricebook must be UTF-8 YAML".into()))?;
-            let (version, count) = ops.import_prices(text).await?;
-            ok(&serde_json::json!({ "pricebook_version": version, "imported": count }))
-        }
-        (&Method::GET, ["v1", "outbox"]) => {
-            let after = query.parse_or("after", 0i64)?;
-            let limit = query.parse_or("limit", 100usize)?.min(OUTBOX_PAGE_MAX);
-            let records = ops
-                .store()
-                .outbox_after(after, limit)
-                .await
-                .map_err(OpsError::from)?;
-            let events: Vec<serde_json::Value> = records
-                .iter()
-                .map(|r| serde_json::json!({ "id": r.id, "created_at": r.created_at, "event": r.event }))
-                .collect();
-            ok(&events)
-        }
+        (&Method::POST, ["v1", "prices", "import"]) => import_prices(ops, req).await,
+        (&Method::GET, ["v1", "outbox"]) => outbox(ops, &query).await,
         (&Method::GET, ["v1", "events", topic]) => events(bus, topic, &query).await,
         _ => Ok(http::error(
             StatusCode::NOT_FOUND,
@@ -133,6 +108,42 @@ async fn dispatch(ops: &Ops, bus: &Arc<dyn EventBus>, req: Request<Incoming>) ->
             &format!("no route {method} {path}"),
         )),
     }
+}
+
+/// `GET /v1/prices`: one price (`provider` and `model`) or the whole pricebook.
+async fn prices(ops: &Ops, query: &Query) -> Reply {
+    match (query.get("provider"), query.get("model")) {
+        (Some(provider), Some(model)) => ok(&ops.get_price(provider, model).await?),
+        (None, None) => ok(&ops.list_prices().await?),
+        _ => Err(OpsError::Invalid(
+            "give both provider and model, or neither".into(),
+        )),
+    }
+}
+
+/// `POST /v1/prices/import`: a pricebook YAML body.
+async fn import_prices(ops: &Ops, req: Request<Incoming>) -> Reply {
+    let bytes = raw_body(req).await?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| OpsError::Invalid("pricebook must be UTF-8 YAML".into()))?;
+    let (version, count) = ops.import_prices(text).await?;
+    ok(&serde_json::json!({ "pricebook_version": version, "imported": count }))
+}
+
+/// `GET /v1/outbox?after=&limit=`: outbox records after an id, at most `OUTBOX_PAGE_MAX`.
+async fn outbox(ops: &Ops, query: &Query) -> Reply {
+    let after = query.parse_or("after", 0i64)?;
+    let limit = query.parse_or("limit", 100usize)?.min(OUTBOX_PAGE_MAX);
+    let records = ops
+        .store()
+        .outbox_after(after, limit)
+        .await
+        .map_err(OpsError::from)?;
+    let events: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| serde_json::json!({ "id": r.id, "created_at": r.created_at, "event": r.event }))
+        .collect();
+    ok(&events)
 }
 
 /// `GET /v1/events/{topic}?partition=&offset=&limit=`: decoded events from the bus, in offset
