@@ -67,10 +67,30 @@ fn ports(c: &Config) -> Checked {
 }
 
 fn limits(c: &Config) -> Checked {
+    positive(&gateway_limits(c))?;
+    positive(&consumer_limits(c))?;
     let t = &c.gateway.config;
-    let m = &c.consumers.ledger_writer.merkle;
-    let a = &c.consumers.metrics_aggregator;
-    let limits: [(&str, u64); 23] = [
+    if t.provisional_charge_cleanup_interval > t.provisional_charge_expiration {
+        return fail(
+            "gateway.config.provisionalChargeCleanupInterval",
+            "must not exceed gateway.config.provisionalChargeExpiration",
+        );
+    }
+    Ok(())
+}
+
+/// Fails on the first `(key, value)` that is 0.
+fn positive(limits: &[(&'static str, u64)]) -> Checked {
+    match limits.iter().find(|(_, v)| *v == 0) {
+        Some((key, _)) => fail(*key, "must be greater than 0"),
+        None => Ok(()),
+    }
+}
+
+/// The gateway's limits that must be positive.
+fn gateway_limits(c: &Config) -> [(&'static str, u64); 10] {
+    let t = &c.gateway.config;
+    [
         ("gateway.bodyBytesMax", c.gateway.body_bytes_max as u64),
         (
             "gateway.replayProtection.windowSeconds",
@@ -93,6 +113,14 @@ fn limits(c: &Config) -> Checked {
             "gateway.config.provisionalChargeCleanupInterval",
             t.provisional_charge_cleanup_interval,
         ),
+    ]
+}
+
+/// The consumers' limits that must be positive.
+fn consumer_limits(c: &Config) -> [(&'static str, u64); 13] {
+    let m = &c.consumers.ledger_writer.merkle;
+    let a = &c.consumers.metrics_aggregator;
+    [
         (
             "consumers.ledgerWriter.merkle.batchSizeLimit",
             u64::from(m.batch_size_limit),
@@ -142,17 +170,7 @@ fn limits(c: &Config) -> Checked {
             "consumers.metricsAggregator.batchEventsMax",
             a.batch_events_max,
         ),
-    ];
-    if let Some((key, _)) = limits.iter().find(|(_, v)| *v == 0) {
-        return fail(*key, "must be greater than 0");
-    }
-    if t.provisional_charge_cleanup_interval > t.provisional_charge_expiration {
-        return fail(
-            "gateway.config.provisionalChargeCleanupInterval",
-            "must not exceed gateway.config.provisionalChargeExpiration",
-        );
-    }
-    Ok(())
+    ]
 }
 
 fn gateway(g: &GatewayConfig) -> Checked {
