@@ -62,9 +62,14 @@ pub struct KafkaConsumerConfig {
     pub fetch_max_wait_ms: u64,
     /// `max.poll.records`: most records one fetch hands the consumer. Default 500.
     pub max_poll_records: usize,
-    /// `max.partition.fetch.bytes`: most bytes one fetch of a partition asks for. Default
-    /// 1048576.
+    /// `max.partition.fetch.bytes`: most bytes one read of a partition gathers (over one or
+    /// more fetch requests). Default 1048576.
     pub max_partition_fetch_bytes: usize,
+    /// Most bytes one fetch request asks the broker for (halved for a partition after a
+    /// request timed out, grown back after quick answers). Not a Java client setting: a read
+    /// of `maxPartitionFetchBytes` is made of requests of this size, so no single request
+    /// keeps a slow broker busy past the request timeout. Default 65536.
+    pub fetch_request_max_bytes: usize,
 }
 
 impl Default for KafkaConsumerConfig {
@@ -74,6 +79,7 @@ impl Default for KafkaConsumerConfig {
             fetch_max_wait_ms: 500,
             max_poll_records: 500,
             max_partition_fetch_bytes: 1_048_576,
+            fetch_request_max_bytes: 65_536,
         }
     }
 }
@@ -103,7 +109,7 @@ impl KafkaProducerConfig {
 
 impl KafkaConsumerConfig {
     /// Every limit with its key, for the positive-value check.
-    pub(crate) fn limits(&self) -> [(&'static str, u64); 4] {
+    pub(crate) fn limits(&self) -> [(&'static str, u64); 5] {
         [
             ("kafka.consumer.fetchMinBytes", self.fetch_min_bytes as u64),
             ("kafka.consumer.fetchMaxWaitMs", self.fetch_max_wait_ms),
@@ -114,6 +120,10 @@ impl KafkaConsumerConfig {
             (
                 "kafka.consumer.maxPartitionFetchBytes",
                 self.max_partition_fetch_bytes as u64,
+            ),
+            (
+                "kafka.consumer.fetchRequestMaxBytes",
+                self.fetch_request_max_bytes as u64,
             ),
         ]
     }

@@ -493,3 +493,34 @@ fn the_bus_logs_in_with_scram_and_a_wrong_password_stops_serve_with_one_line() {
     assert!(!line.contains("not-the-password"), "{line}");
     assert_eq!(mock.requests(), 3);
 }
+
+/// A ledger started after 3 000 calls of one agent tree (one partition of
+/// `caracal.metering.events`, its whole backlog behind the reader) catches up within 30 s,
+/// on a broker (tansu) that needs about a millisecond per record to serve a fetch.
+#[test]
+fn a_ledger_started_behind_a_one_partition_backlog_catches_up() {
+    let (pg, tansu, mock) = (PgServer::start(), Tansu::start(), Mock::start(&[]));
+    let env =
+        topology_env(&pg, &tansu, &mock).with("CARACAL_KAFKA__CONSUMER__FETCHMAXWAITMS", "500");
+    let t = tree(&env, "1000.00", "1000.00");
+    let gw = Gateway::start_roles(own(&env), &["gateway"]);
+    let calls = 3_000;
+    sdk_calls(&[gw.url("/openai/v1")], &t.key, calls);
+
+    let ledger_env = own(&env);
+    let ledger = ledger_env.serve(&["--role", "ledger"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sealed = sealed_rows(&env);
+        if sealed == calls as i64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sealed} of {calls} rows sealed 30 s after the ledger started; its log:\n{}",
+            ledger.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ledger_totals(&env, &[(&t, calls as i64)]);
+}

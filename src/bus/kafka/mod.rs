@@ -6,6 +6,7 @@
 //! what events mean.
 
 mod client;
+mod fetch_size;
 mod producer;
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ use rskafka::client::Client;
 use rskafka::record::{Record, RecordAndOffset};
 use tokio::time::Instant;
 
+use self::fetch_size::FetchSizes;
 use self::producer::{Health, Pending, Producer};
 use super::{partition_for_key, BusError, ConsumedMessage, EventBus, OutgoingMessage};
 use crate::config::{Compression as CompressionSetting, KafkaConfig, KafkaConsumerConfig};
@@ -152,6 +154,8 @@ pub struct KafkaBus {
     message_bytes_max: usize,
     /// Each partition's high watermark in its last fetch answer: below it a read does not wait.
     watermarks: std::sync::Mutex<HashMap<(String, i32), i64>>,
+    /// The bytes each partition's next fetch request asks for.
+    fetch_sizes: FetchSizes,
     probe: tokio::task::JoinHandle<()>,
 }
 
@@ -185,6 +189,7 @@ impl KafkaBus {
             health,
             message_bytes_max: config.producer.max_request_size,
             watermarks: std::sync::Mutex::new(HashMap::new()),
+            fetch_sizes: FetchSizes::new(config.consumer.fetch_request_max_bytes),
             probe,
         })
     }
@@ -303,14 +308,23 @@ impl KafkaBus {
         };
         let min = i32::try_from(min_bytes).unwrap_or(i32::MAX);
         let max = i32::try_from(c.max_partition_fetch_bytes).unwrap_or(i32::MAX);
+        let ask = self.fetch_sizes.ask(topic, partition).min(max);
         let timeout = self.partitions.request_timeout + Duration::from_millis(wait_ms);
         let wait_ms = i32::try_from(wait_ms).unwrap_or(i32::MAX);
+        let started = Instant::now();
         let fetched = tokio::time::timeout(
             timeout,
-            client.fetch_records(offset, min..max.max(min + 1), wait_ms),
+            client.fetch_records(offset, min..ask.max(min + 1), wait_ms),
         )
         .await
-        .map_err(|_| unreachable_within(timeout))?;
+        .map_err(|_| {
+            self.fetch_sizes.timed_out(topic, partition);
+            unreachable_within(timeout)
+        })?;
+        if matches!(&fetched, Ok((got, _)) if !got.is_empty()) {
+            self.fetch_sizes
+                .answered(topic, partition, started.elapsed(), timeout);
+        }
         let (got, high_watermark) = match fetched {
             Ok(got) => got,
             Err(KafkaError::ServerError {
@@ -351,10 +365,11 @@ impl KafkaBus {
         Ok((messages, high_watermark))
     }
 
-    /// A broker may answer a fetch with one record batch (tansu does): while the high
-    /// watermark says more is there, read on without waiting until `limit` messages or
-    /// `max_bytes` are read (each answer holds at least one message, so at most `limit`
-    /// requests; an error ends the read with what it has). Returns the latest high watermark.
+    /// A broker may answer a fetch with one record batch (tansu does), and each request asks
+    /// for at most the partition's fetch size: while the high watermark says more is there,
+    /// read on without waiting until `limit` messages or `max_bytes` are read (each answer
+    /// holds at least one message, so at most `limit` requests; an error ends the read with
+    /// what it has). Returns the latest high watermark.
     async fn read_on(
         &self,
         client: &PartitionClient,
@@ -373,16 +388,25 @@ impl KafkaBus {
             }
             let (topic, partition) = (last.topic.clone(), last.partition);
             let room = i32::try_from(budget - bytes).unwrap_or(i32::MAX).max(1);
+            let ask = room.min(self.fetch_sizes.ask(&topic, partition));
+            let started = Instant::now();
             let more = tokio::time::timeout(
                 timeout,
-                client.fetch_records(next, 1..room.saturating_add(1), 0),
+                client.fetch_records(next, 1..ask.saturating_add(1), 0),
             );
             match more.await {
                 Ok(Ok((got, hw))) if !got.is_empty() => {
+                    let elapsed = started.elapsed();
+                    self.fetch_sizes
+                        .answered(&topic, partition, elapsed, timeout);
                     high_watermark = hw;
                     let got = Self::records(&topic, partition, got);
                     bytes = bytes.saturating_add(got.iter().map(message_bytes).sum());
                     messages.extend(got);
+                }
+                Err(_) => {
+                    self.fetch_sizes.timed_out(&topic, partition);
+                    break;
                 }
                 _ => break,
             }
