@@ -21,12 +21,12 @@ use crate::harness::{python, request, wait_for, Env};
 use crate::ledger::{query, sealed_rows, today_range, verify_range, wait_sealed};
 
 const TOKEN: &str = "kafka-test-admin-token";
-const CALL_MICROS: i64 = 10_000;
+pub(crate) const CALL_MICROS: i64 = 10_000;
 const PATH: &str = "/openai/v1/chat/completions";
 
 /// One environment for every process: Postgres (migrated, a signing key made), the broker,
 /// a route to the mock, small ledger batches, and `mock-flat` at 0.01 per call.
-fn topology_env(pg: &PgServer, tansu: &Tansu, mock: &Mock) -> Env {
+pub(crate) fn topology_env(pg: &PgServer, tansu: &Tansu, mock: &Mock) -> Env {
     let database = pg.create_database(None);
     let mut env = Env::new()
         .with("CARACAL_ADMIN__TOKEN", TOKEN)
@@ -56,14 +56,14 @@ fn topology_env(pg: &PgServer, tansu: &Tansu, mock: &Mock) -> Env {
 
 /// The same configuration in a process of its own, with its own data dir (a gateway's
 /// in-process spend journal is one per data dir).
-fn own(env: &Env) -> Env {
+pub(crate) fn own(env: &Env) -> Env {
     let sibling = env.sibling();
     let data = sibling.dir.path().join("data");
     sibling.with("CARACAL_DATADIR", data.to_str().unwrap())
 }
 
 /// `calls` SDK calls spread over `urls`, 16 at a time; every one must succeed.
-fn sdk_calls(urls: &[String], key: &str, calls: u64) {
+pub(crate) fn sdk_calls(urls: &[String], key: &str, calls: u64) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sdk_race.py");
     let output = Command::new(python())
         .args([script, &urls.join(","), key, &calls.to_string(), "16"])
@@ -95,7 +95,7 @@ fn wait_all_sealed(env: &Env, rows: i64) {
 }
 
 /// Each child's ledger rows: exactly `calls` events and `calls` × 0.01.
-fn assert_ledger_totals(env: &Env, expected: &[(&Tree, i64)]) {
+pub(crate) fn assert_ledger_totals(env: &Env, expected: &[(&Tree, i64)]) {
     for (t, calls) in expected {
         let q = query(env, &t.child, &[]);
         assert_eq!(q["totals"][0]["events"], *calls, "{q}");

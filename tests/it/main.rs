@@ -18,6 +18,7 @@ mod gateway;
 mod gateway_auth;
 mod kafka_admin;
 mod kafka_registry;
+mod kafka_tls;
 mod kafka_topology;
 mod ledger;
 mod ledger_store;

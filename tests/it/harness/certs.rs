@@ -1,5 +1,6 @@
 //! Test certificates made by the `openssl` command: a P-256 CA, a server certificate for
-//! 127.0.0.1/localhost and a client certificate, written into a directory.
+//! 127.0.0.1/localhost and a client certificate, written into a directory; a rustls client
+//! configuration that trusts the CA and presents the client certificate.
 
 use std::path::Path;
 use std::process::Command;
@@ -20,6 +21,12 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// A CA, a server certificate for 127.0.0.1/localhost and a client certificate whose CN is
 /// `user`, all P-256, written into `dir`.
 pub fn make_certificates(dir: &Path, user: &str) {
+    make_certificates_of(dir, user, "caracal test CA");
+}
+
+/// [`make_certificates`] under a CA named `ca_name` (another name than the usual CA's makes
+/// its certificates those of an unknown issuer, not of a forged signature).
+pub fn make_certificates_of(dir: &Path, user: &str, ca_name: &str) {
     let key = [
         "-newkey",
         "ec",
@@ -27,7 +34,8 @@ pub fn make_certificates(dir: &Path, user: &str) {
         "ec_paramgen_curve:prime256v1",
         "-nodes",
     ];
-    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=caracal test CA"];
+    let ca_subject = format!("/CN={ca_name}");
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", &ca_subject];
     ca.extend(key);
     ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
     openssl(dir, &ca);
@@ -69,4 +77,26 @@ pub fn make_certificates(dir: &Path, user: &str) {
             ],
         );
     }
+}
+
+/// A rustls client configuration trusting `dir`'s CA and presenting its client certificate.
+pub fn client_tls(dir: &Path) -> rustls::ClientConfig {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(dir.join("ca.crt")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain = CertificateDer::pem_file_iter(dir.join("client.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("client.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap()
 }

@@ -47,6 +47,8 @@ pub struct Tansu {
     dir: TempDir,
     /// How many times tansu was launched (one log file per run).
     runs: usize,
+    /// The certificates directory when stunnel fronts tansu.
+    tls: Option<PathBuf>,
     authentication: bool,
 }
 
@@ -99,6 +101,7 @@ impl Tansu {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start stunnel4 (apt-get install stunnel4): {e}"));
         broker.stunnel = Some(stunnel);
+        broker.tls = Some(certs.to_path_buf());
         let port = broker.port;
         super::wait_for("stunnel to accept connections", START_DEADLINE, || {
             TcpStream::connect(("127.0.0.1", port)).ok()
@@ -141,6 +144,7 @@ impl Tansu {
             dir: TempDir::new(),
             runs: 0,
             authentication: false,
+            tls: None,
         }
     }
 
@@ -200,17 +204,29 @@ impl Tansu {
         });
     }
 
-    /// Creates each `(name, partitions)` topic with replication 1.
+    /// Creates each `(name, partitions)` topic with replication 1, through TLS (with the
+    /// client certificate) when stunnel fronts tansu: tansu advertises stunnel's port, so a
+    /// plaintext client would follow the metadata there and retry forever. Gives up after
+    /// [`START_DEADLINE`] rather than hang.
     pub fn create_topics(&self, topics: &[(&str, i32)]) {
-        let address = self.plain_address();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
+        let mut builder = rskafka::client::ClientBuilder::new(vec![self.address()]).backoff_config(
+            rskafka::BackoffConfig {
+                max_backoff: Duration::from_secs(1),
+                deadline: Some(START_DEADLINE),
+                ..Default::default()
+            },
+        );
+        if let Some(certs) = &self.tls {
+            builder = builder.tls_config(std::sync::Arc::new(super::certs::client_tls(certs)));
+        }
         runtime.block_on(async {
-            let client = rskafka::client::ClientBuilder::new(vec![address])
-                .build()
+            let client = tokio::time::timeout(START_DEADLINE * 2, builder.build())
                 .await
+                .unwrap_or_else(|_| panic!("tansu client: no answer within {START_DEADLINE:?}"))
                 .unwrap_or_else(|e| panic!("tansu client: {e}"));
             let controller = client.controller_client().unwrap_or_else(|e| panic!("{e}"));
             for (name, partitions) in topics {
