@@ -10,7 +10,7 @@ use crate::harness::gateway::{tree, Gateway, Mock};
 use crate::harness::postgres::PgServer;
 use crate::harness::tansu::Tansu;
 use crate::harness::{Env, TempDir};
-use crate::kafka_topology::{assert_ledger_totals, own, sdk_calls, topology_env};
+use crate::kafka_topology::{assert_ledger_totals, one_error_line, own, sdk_calls, topology_env};
 use crate::ledger::wait_sealed;
 
 /// `env` speaking SSL with the client certificate of `certs` and the CA file `ca`.
@@ -59,13 +59,7 @@ fn the_bus_meters_every_call_over_tls_with_a_client_certificate_and_an_unknown_c
         "refused after {:?}",
         started.elapsed()
     );
-    let errors: Vec<&str> = refused
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "{}", refused.stderr);
-    let line = errors[0].to_lowercase();
+    let line = one_error_line(&refused).to_lowercase();
     assert!(line.contains(&tansu.address()), "{line}");
     assert!(!line.contains("no answer"), "{line}");
     assert!(

@@ -115,6 +115,17 @@ fn audited_metering_ids(env: &Env) -> Vec<String> {
         .collect()
 }
 
+/// The one `error: ` line of a failed run's stderr (rskafka's own log lines around it aside).
+pub(crate) fn one_error_line(run: &crate::harness::CliRun) -> String {
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    errors[0].to_owned()
+}
+
 fn admin(server: &crate::harness::Server, method: &str, path: &str, body: Option<&str>) -> Value {
     let auth = format!("Bearer {TOKEN}");
     let headers = [
@@ -473,13 +484,7 @@ fn the_bus_logs_in_with_scram_and_a_wrong_password_stops_serve_with_one_line() {
     let refused = wrong.cli_within(&["serve", "--role", "gateway"], Duration::from_secs(60));
     // rskafka logs each failed attempt (a log line may even follow it); the error is one line.
     assert_ne!(refused.status, 0);
-    let errors: Vec<&str> = refused
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "{}", refused.stderr);
-    let line = errors[0];
+    let line = &one_error_line(&refused);
     assert!(
         line.starts_with("error: ") && line.contains("invalid proof"),
         "{line}"
