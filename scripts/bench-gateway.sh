@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 rates="${1:-1000,5000,10000}"
 duration="${2:-10}"
 die() { printf 'bench-gateway: %s\n' "$*" >&2; exit 1; }
+source scripts/bench-lib.sh
 
 nginx_bin=$(command -v nginx || true)
 [ -z "$nginx_bin" ] && [ -x /usr/sbin/nginx ] && nginx_bin=/usr/sbin/nginx
@@ -26,19 +27,13 @@ fi
 cargo build --release --bins
 cargo bench --bench gateway_overhead --no-run
 # CARACAL_BENCH_BIN=PATH: benchmark another build of caracal (A/B runs alternate two binaries).
-bin="${CARACAL_BENCH_BIN:-target/release/caracal}"
+bin="${CARACAL_BENCH_BIN:-$bench_release_dir/caracal}"
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-target/release/caracal-mock-upstream --listen 127.0.0.1:0 > "$work/mock.out" &
-mock_pid=$!
-pids+=($mock_pid)
-for _ in $(seq 100); do grep -q "listening on" "$work/mock.out" 2>/dev/null && break; sleep 0.05; done
-mock=$(sed -n 's/^listening on //p' "$work/mock.out")
+bench_start_mock "$work"
 
 # nginx: one worker (master + worker; the worker's CPU and RSS are metered), HTTP/1.1 with
 # keep-alive to the mock, no buffering either way, no access log.
@@ -92,26 +87,9 @@ if [ -n "${CARACAL_BENCH_REDIS:-}" ]; then
   redis_yaml="redis: {host: 127.0.0.1, port: $redis_port}"
 fi
 
-gw_port=$(free_port)
-telemetry_port=$(free_port)
-cat > "$work/caracal.yaml" <<YAML
-dataDir: $work/data
-telemetry: {port: $telemetry_port}
-admin: {port: $(free_port)}
-gateway:
-  service: {httpsPort: $gw_port}
-  routes:
-    - {prefix: /openai, upstream: "http://$mock", provider: openai, credentialEnv: BENCH_PROVIDER_KEY}
-$redis_yaml
-YAML
-export BENCH_PROVIDER_KEY=sk-bench
+bench_write_config "$work" "$redis_yaml"
 c="$bin --config $work/caracal.yaml"
-$c pricebook import pricebook/default.yaml >/dev/null
-parent=$($c agent create --name bench-team --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-child=$($c agent create --name bench-bot --parent "$parent" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-$c policy create --agent-id "$parent" --limit 1000000.00 --time-window daily >/dev/null
-$c policy create --agent-id "$child" --limit 1000000.00 --time-window daily >/dev/null
-key=$($c key create --agent-id "$child" --output json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
+bench_agent_tree "$c"
 
 # CARACAL_BENCH_PERF_OUT=FILE: sample the gateway's stacks with `perf record` into FILE.
 # CARACAL_BENCH_WRAP="strace -f -c -o FILE": run the gateway under another tool instead.
@@ -129,16 +107,7 @@ else
   gw_pid=$!
 fi
 pids+=($gw_pid)
-for _ in $(seq 200); do curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null && break; sleep 0.05; done
-# One request by hand first: a benchmark of refusals would measure nothing.
-status=$(curl -s -o "$work/first.json" -w '%{http_code}' -H "Authorization: Bearer $key" \
-  -H 'Content-Type: application/json' \
-  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark"}],"max_tokens":16}' \
-  "http://127.0.0.1:$gw_port/openai/v1/chat/completions")
-if [ "$status" != 200 ]; then
-  echo "error: the gateway answered $status to a first request: $(cat "$work/first.json")" >&2
-  exit 1
-fi
+bench_first_call "$work"
 
 CARACAL_BENCH_DIRECT_URL="http://$mock/v1/chat/completions" \
 CARACAL_BENCH_PROXY_URL="http://127.0.0.1:$nginx_port/v1/chat/completions" \

@@ -34,7 +34,8 @@ fn metered<'a>(
 }
 
 /// Every rate (then every streaming rate): direct, then each proxy, each proxy's added latency,
-/// CPU and RSS, the gateway against the limit; finally the summary.
+/// CPU and RSS, the gateway against the limit; finally the summary (only with the limit: a
+/// caller that runs the gateway alone, as scripts/bench-kafka.sh does, compares elsewhere).
 pub async fn bench(
     plan: &Plan,
     direct: &Target,
@@ -73,7 +74,7 @@ pub async fn bench(
         println!(
             "\nno proxy to compare (CARACAL_BENCH_GATEWAY_URL and CARACAL_BENCH_PROXY_URL unset)"
         );
-    } else {
+    } else if proxies.iter().any(|(target, _)| target.name == LIMIT) {
         report::print_summary(&cases, SUBJECT, LIMIT);
     }
     Ok(())
