@@ -387,7 +387,12 @@ impl KafkaBus {
                 break;
             }
             let (topic, partition) = (last.topic.clone(), last.partition);
-            let room = i32::try_from(budget - bytes).unwrap_or(i32::MAX).max(1);
+            // About what the records still wanted take, judged by those read so far: a fetch
+            // past `limit` would be read by the broker and dropped here.
+            let wanted = (limit - messages.len()).saturating_mul(bytes / messages.len() + 1);
+            let room = i32::try_from((budget - bytes).min(wanted))
+                .unwrap_or(i32::MAX)
+                .max(1);
             let ask = room.min(self.fetch_sizes.ask(&topic, partition));
             let started = Instant::now();
             let more = tokio::time::timeout(
