@@ -11,24 +11,29 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use caracal::config::PostgresConfig;
 use caracal::core::merkle;
-use caracal::ledger::verify::{VERIFY_CHUNKS_IN_FLIGHT, VERIFY_CHUNK_BATCHES, VERIFY_PAGE_BATCHES};
+use caracal::ledger::verify::{self, VERIFY_CHUNKS_IN_FLIGHT, VERIFY_PAGE_BATCHES};
 use caracal::store::ledger::{LedgerStore, SeqRange, Visit};
 use caracal::store::postgres::migrate;
 use futures_util::{SinkExt as _, StreamExt as _};
 
 /// Reads every sealed row through the store's own row reader (`visit_ledger_ranges`, the
 /// reader verification uses; on SQLite it lends each row without copying it), batches listed,
-/// chunked and kept in flight exactly as `verify_range` does, and SHA-256-hashes each row's
+/// chunked (`verify::chunk_sizes`) and kept in flight exactly as `verify_range` does, and SHA-256-hashes each row's
 /// leaf; nothing else. Returns the rows.
 pub async fn read_and_hash(store: &dyn LedgerStore) -> anyhow::Result<u64> {
     let rows = Arc::new(AtomicU64::new(0));
     // Folded from every leaf so the hashing cannot be optimised away.
     let fold = Arc::new(AtomicU64::new(0));
-    let ranges = sealed_ranges(store).await?;
-    let reads = ranges.chunks(VERIFY_CHUNK_BATCHES).map(|chunk| {
+    let mut ranges = sealed_ranges(store).await?;
+    let mut chunks = Vec::new();
+    for size in verify::chunk_sizes(ranges.len()) {
+        let rest = ranges.split_off(size.min(ranges.len()));
+        chunks.push(std::mem::replace(&mut ranges, rest));
+    }
+    let reads = chunks.into_iter().map(|chunk| {
         let (rows, fold) = (Arc::clone(&rows), Arc::clone(&fold));
         store.visit_ledger_ranges(
-            chunk.to_vec(),
+            chunk,
             Box::new(move |visit| {
                 if let Visit::Row(_, row) = visit {
                     let leaf = merkle::leaf_hash(row.datum);
@@ -38,7 +43,7 @@ pub async fn read_and_hash(store: &dyn LedgerStore) -> anyhow::Result<u64> {
             }),
         )
     });
-    let mut done = futures_util::stream::iter(reads).buffered(VERIFY_CHUNKS_IN_FLIGHT);
+    let mut done = futures_util::stream::iter(reads).buffer_unordered(VERIFY_CHUNKS_IN_FLIGHT);
     while let Some(read) = done.next().await {
         read?;
     }

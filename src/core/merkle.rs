@@ -1,6 +1,6 @@
 //! RFC 6962 / RFC 9162 Merkle trees over already-hashed leaves: leaf and node hashing, roots
-//! (built by rs_merkle with a hasher that gives RFC 6962's shape), audit paths, consistency
-//! proofs, and our own verifiers for both. Pure functions: no I/O, no storage, no signing.
+//! (computed bottom-up here), audit paths (from rs_merkle's tree with a hasher that gives RFC
+//! 6962's shape), consistency proofs, and our own verifiers for both. Pure functions: no I/O, no storage, no signing.
 //!
 //! Leaf = SHA-256(0x00 ‖ data), node = SHA-256(0x01 ‖ left ‖ right). A tree of n > 1 leaves
 //! splits at the largest power of two k < n (RFC 6962 §2.1); rs_merkle builds the same tree
@@ -29,9 +29,14 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
     sha256(&[&[LEAF_PREFIX], data])
 }
 
-/// The RFC 6962 interior node hash: SHA-256(0x01 ‖ left ‖ right).
+/// The RFC 6962 interior node hash: SHA-256(0x01 ‖ left ‖ right), from one buffer (one update
+/// of the digest, not three).
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    sha256(&[&[NODE_PREFIX], left, right])
+    let mut input = [0u8; 65];
+    input[0] = NODE_PREFIX;
+    input[1..33].copy_from_slice(left);
+    input[33..].copy_from_slice(right);
+    sha256(&[&input])
 }
 
 /// rs_merkle hasher for RFC 6962 trees. Leaves are hashed by us ([`leaf_hash`]) before they
@@ -60,9 +65,25 @@ fn tree(leaves: &[Hash]) -> rs_merkle::MerkleTree<Rfc6962Hasher> {
     rs_merkle::MerkleTree::<Rfc6962Hasher>::from_leaves(leaves)
 }
 
-/// MTH(D[n]) of RFC 6962 over leaf hashes; `None` for an empty tree.
+/// MTH(D[n]) of RFC 6962 over leaf hashes; `None` for an empty tree. Built bottom-up in one
+/// buffer, a lone right-most node promoted unchanged (the shape rs_merkle builds, see above):
+/// one node hash per inner node and no other work (the tree rs_merkle keeps is only needed for
+/// proofs).
 pub fn root(leaves: &[Hash]) -> Option<Hash> {
-    tree(leaves).root()
+    let mut level = leaves.to_vec();
+    while level.len() > 1 {
+        let pairs = level.len() / 2;
+        for i in 0..pairs {
+            level[i] = node_hash(&level[2 * i], &level[2 * i + 1]);
+        }
+        if level.len() % 2 == 1 {
+            level[pairs] = level[level.len() - 1];
+            level.truncate(pairs + 1);
+        } else {
+            level.truncate(pairs);
+        }
+    }
+    level.first().copied()
 }
 
 /// The RFC 6962 audit path PATH(index, D[n]) for the leaf at `index`, ordered from the leaf's

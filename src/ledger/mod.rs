@@ -30,6 +30,11 @@ use crate::store::StoreError;
 
 use self::verify::KeyRing;
 
+/// Most batches of a partition the sink stores in one sealing transaction (and reads back by
+/// one query): what one round's append usually completes, bounded so a partition that fell
+/// far behind is sealed in steps.
+pub const SEAL_GROUP_BATCHES: usize = 8;
+
 /// The ledger role's batching and re-verification settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerSettings {
@@ -111,6 +116,13 @@ impl Appended {
     }
 }
 
+fn seal_error(e: seal::SealError) -> ConsumeError {
+    match e {
+        seal::SealError::Store(s) => ConsumeError::Store(s),
+        other => ConsumeError::Store(StoreError::Corrupt(other.to_string())),
+    }
+}
+
 impl LedgerSink {
     /// Registers the signing key's public half in the store (so its batches verify forever)
     /// and builds the sink.
@@ -152,16 +164,20 @@ impl LedgerSink {
     ) -> Result<(), ConsumeError> {
         let partition = fence.partition;
         let mut head = self.store.ledger_head(partition).await?;
+        let mut previous = head.last_batch.clone();
+        // Signed here one after the other, then stored in one transaction and read back, up
+        // to `SEAL_GROUP_BATCHES` at a time.
+        let mut signed = Vec::new();
         loop {
             let unsealed = head.unsealed();
             if unsealed == 0 {
                 *opened = None;
-                return Ok(());
+                break;
             }
             let since = *opened.get_or_insert_with(Instant::now);
             let full = unsealed >= self.settings.batch_size_limit;
             if !full && since.elapsed() < self.settings.batch_timeout {
-                return Ok(());
+                break;
             }
             let count = unsealed.min(self.settings.batch_size_limit);
             let now = chrono::Utc::now().timestamp_micros();
@@ -170,31 +186,38 @@ impl LedgerSink {
                 .lock()
                 .ok()
                 .and_then(|mut a| a.take(partition, head.first_unsealed(), count));
-            let sealed = seal::seal_next(
-                self.store.as_ref(),
-                &self.key,
-                &self.key_id,
-                Some(fence),
-                &head,
-                count,
-                now,
-                known,
-            )
-            .await
-            .map_err(|e| match e {
-                seal::SealError::Store(s) => ConsumeError::Store(s),
-                other => ConsumeError::Store(StoreError::Corrupt(other.to_string())),
-            })?;
-            seal::read_back(
-                self.store.as_ref(),
-                &sealed,
-                head.last_batch.as_ref(),
-                &self.keys,
-            )
-            .await?;
+            let inputs = seal::inputs_of(self.store.as_ref(), &head, count, known)
+                .await
+                .map_err(seal_error)?;
+            let batch = seal::sign_next(&self.key, &self.key_id, &head, &inputs, now)
+                .map_err(seal_error)?;
             *opened = Some(Instant::now());
-            head.last_batch = Some(sealed);
+            head.last_batch = Some(batch.clone());
+            signed.push(batch);
+            if signed.len() >= SEAL_GROUP_BATCHES {
+                self.store_group(fence, &mut signed, &mut previous).await?;
+            }
         }
+        self.store_group(fence, &mut signed, &mut previous).await
+    }
+
+    /// Stores the batches of `signed` (which follow `previous`) in one transaction, reads
+    /// them back, and leaves `signed` empty and `previous` at the last of them.
+    async fn store_group(
+        &self,
+        fence: &Fence,
+        signed: &mut Vec<SealedBatch>,
+        previous: &mut Option<SealedBatch>,
+    ) -> Result<(), ConsumeError> {
+        if signed.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.as_ref();
+        seal::store_sealed(store, Some(fence), signed).await?;
+        seal::read_back_all(store, signed, previous.as_ref(), &self.keys).await?;
+        *previous = signed.pop();
+        signed.clear();
+        Ok(())
     }
 
     /// Verifies again the newest batches of every owned partition.

@@ -2,7 +2,7 @@
 //! before it and the known public keys, every way the ledger can disagree with what was
 //! signed, each named precisely. `check_batch` is pure; `verify_range` drives it over a store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -358,26 +358,53 @@ pub async fn verify_range(
             work.push((batch, before));
         }
         let mut chunks = Vec::new();
-        while !work.is_empty() {
-            let rest = work.split_off(work.len().min(VERIFY_CHUNK_BATCHES));
+        for size in chunk_sizes(work.len()) {
+            let rest = work.split_off(size.min(work.len()));
             chunks.push(std::mem::replace(&mut work, rest));
         }
-        let checks = chunks
-            .into_iter()
-            .map(|chunk| check_chunk(store, chunk, Arc::clone(&keys)));
-        let mut reports = futures_util::stream::iter(checks).buffered(VERIFY_CHUNKS_IN_FLIGHT);
-        while let Some(chunk) = reports.next().await {
-            for report in chunk? {
-                summary.batches += 1;
-                summary.rows += u64::try_from(report.last_seq - report.first_seq + 1).unwrap_or(0);
-                if !report.ok() {
-                    summary.failed_batches += 1;
+        let checks = chunks.into_iter().enumerate().map(|(i, chunk)| {
+            let keys = Arc::clone(&keys);
+            async move { (i, check_chunk(store, chunk, keys).await) }
+        });
+        // Chunks finish in any order (a free slot takes the next chunk at once); their reports
+        // are handed on in batch order.
+        let mut done = futures_util::stream::iter(checks).buffer_unordered(VERIFY_CHUNKS_IN_FLIGHT);
+        let mut finished = BTreeMap::new();
+        let mut next = 0;
+        while let Some((i, chunk)) = done.next().await {
+            finished.insert(i, chunk?);
+            while let Some(chunk) = finished.remove(&next) {
+                next += 1;
+                for report in chunk {
+                    summary.batches += 1;
+                    summary.rows +=
+                        u64::try_from(report.last_seq - report.first_seq + 1).unwrap_or(0);
+                    if !report.ok() {
+                        summary.failed_batches += 1;
+                    }
+                    on_batch(&report);
                 }
-                on_batch(&report);
             }
         }
     }
     Ok(summary)
+}
+
+/// How `n` batches are cut into chunks: at most `VERIFY_CHUNK_BATCHES` each, as many chunks as
+/// a multiple of `VERIFY_CHUNKS_IN_FLIGHT` (so the chunks in flight end together, not one
+/// chunk read alone at the end), sizes differing by at most one. Sizes in order; they sum to `n`.
+pub fn chunk_sizes(n: usize) -> Vec<usize> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let lanes = VERIFY_CHUNKS_IN_FLIGHT.max(1);
+    let chunks = n
+        .div_ceil(VERIFY_CHUNK_BATCHES.max(1))
+        .div_ceil(lanes)
+        .saturating_mul(lanes)
+        .min(n);
+    let (base, extra) = (n / chunks, n % chunks);
+    (0..chunks).map(|i| base + usize::from(i < extra)).collect()
 }
 
 /// The reports of a chunk of batches (each with the batch before it), in order: one call to
@@ -457,4 +484,28 @@ pub async fn verify_one(
         }
     };
     Ok(check_batch(batch, &rows, previous, keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_even_at_most_the_chunk_size_and_a_multiple_of_the_chunks_in_flight() {
+        assert!(chunk_sizes(0).is_empty());
+        assert_eq!(chunk_sizes(1), vec![1]);
+        assert_eq!(chunk_sizes(2), vec![1, 1]);
+        for n in 1..600 {
+            let sizes = chunk_sizes(n);
+            assert_eq!(sizes.iter().sum::<usize>(), n, "n = {n}");
+            assert!(sizes.iter().all(|s| (1..=VERIFY_CHUNK_BATCHES).contains(s)));
+            let (min, max) = (sizes.iter().min(), sizes.iter().max());
+            assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "n = {n}");
+            if n >= VERIFY_CHUNKS_IN_FLIGHT {
+                assert_eq!(sizes.len() % VERIFY_CHUNKS_IN_FLIGHT, 0, "n = {n}");
+            }
+        }
+        // The bench's 197 batches: 27 chunks of 7 or 8, nine for each of the three in flight.
+        assert_eq!(chunk_sizes(197).len(), 27);
+    }
 }

@@ -390,6 +390,20 @@ pub trait LedgerStore: Send + Sync {
         batch: &SealedBatch,
     ) -> Result<(), StoreError>;
 
+    /// Stores consecutive sealed batches of one partition (each following the one before it)
+    /// as `seal_batch` does, in one transaction where the store can. The default seals them
+    /// one by one.
+    async fn seal_batches(
+        &self,
+        fence: Option<&Fence>,
+        batches: &[SealedBatch],
+    ) -> Result<(), StoreError> {
+        for batch in batches {
+            self.seal_batch(fence, batch).await?;
+        }
+        Ok(())
+    }
+
     /// One batch.
     async fn merkle_batch(
         &self,

@@ -239,6 +239,35 @@ pub async fn appends_are_idempotent_and_batches_must_follow_each_other(s: &Store
         s.ledger.count_batches_in_range(1, i64::MAX).await.unwrap(),
         0
     );
+    // Several batches in one call: all of them or, when one does not follow, none.
+    let more: Vec<LedgerEntry> = (4..8).map(|o| entry(root, child, 1, o)).collect();
+    s.ledger.append_ledger(fence, more, 8).await.unwrap();
+    conflict(
+        s.ledger
+            .seal_batches(
+                Some(fence),
+                &[batch(header(2, 4, 5)), batch(header(4, 6, 7))],
+            )
+            .await,
+    );
+    assert_eq!(
+        s.ledger
+            .ledger_head(fence.partition)
+            .await
+            .unwrap()
+            .unsealed(),
+        4,
+        "a refused group stores none of its batches"
+    );
+    s.ledger
+        .seal_batches(
+            Some(fence),
+            &[batch(header(2, 4, 5)), batch(header(3, 6, 7))],
+        )
+        .await
+        .unwrap();
+    let head = s.ledger.ledger_head(fence.partition).await.unwrap();
+    assert_eq!((head.next_seq, head.unsealed()), (8, 0));
     assert_eq!(
         s.ledger
             .batch_covering(fence.partition, 2)
@@ -265,7 +294,7 @@ pub async fn appends_are_idempotent_and_batches_must_follow_each_other(s: &Store
     assert_eq!(rows.len(), 2, "rows are capped by the limit");
     assert_eq!(
         (totals[0].events, totals[0].cost_micros),
-        (4, 4_123),
+        (8, 4_127),
         "totals are not"
     );
     let id = &first[1].columns.event_id;

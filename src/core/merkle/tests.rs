@@ -119,7 +119,7 @@ fn roots_match_the_certificate_transparency_vectors() {
 }
 
 #[test]
-fn rs_merkle_root_equals_the_recursive_mth_for_1_to_200_leaves() {
+fn root_equals_the_recursive_mth_for_1_to_200_leaves() {
     let all = leaves(200);
     for n in 1..=200 {
         assert_eq!(root(&all[..n]), Some(naive_mth(&all[..n])), "n = {n}");

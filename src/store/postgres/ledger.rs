@@ -54,17 +54,36 @@ async fn head(tx: &Transaction<'_>, partition: i32) -> Result<PartitionHead, Sto
     })
 }
 
+/// Stores `batches` (consecutive, of one partition): the fence once, the head once, each
+/// batch checked to follow the one before it (the first the stored head), then all inserted.
 async fn seal(
     tx: &Transaction<'_>,
     fence: Option<&Fence>,
-    batch: &SealedBatch,
+    batches: &[SealedBatch],
 ) -> Result<(), StoreError> {
     if let Some(fence) = fence {
         check_fence(tx, fence, None).await?;
     }
+    let mut expected: Option<PartitionHead> = None;
+    for batch in batches {
+        let h = &batch.header;
+        let known = match expected.take() {
+            Some(head) if head.partition == h.partition => head,
+            _ => head(tx, h.partition).await?,
+        };
+        known.check_next_batch(h)?;
+        expected = Some(PartitionHead {
+            last_batch: Some(batch.clone()),
+            ..known
+        });
+    }
+    // Sent together; the server runs them one after the other.
+    futures_util::future::try_join_all(batches.iter().map(|b| insert_batch(tx, b))).await?;
+    Ok(())
+}
+
+async fn insert_batch(tx: &Transaction<'_>, batch: &SealedBatch) -> Result<(), StoreError> {
     let h = &batch.header;
-    let expected = head(tx, h.partition).await?;
-    expected.check_next_batch(h)?;
     let (root, prev_root) = (h.root.to_vec(), h.prev_root.to_vec());
     tx.execute_typed(
         &format!(
@@ -320,9 +339,17 @@ impl LedgerStore for PgStore {
         fence: Option<&Fence>,
         batch: &SealedBatch,
     ) -> Result<(), StoreError> {
-        let (fence, batch) = (fence.cloned(), batch.clone());
+        self.seal_batches(fence, std::slice::from_ref(batch)).await
+    }
+
+    async fn seal_batches(
+        &self,
+        fence: Option<&Fence>,
+        batches: &[SealedBatch],
+    ) -> Result<(), StoreError> {
+        let (fence, batches) = (fence.cloned(), batches.to_vec());
         self.transaction(TxMode::Write, move |tx| {
-            Box::pin(async move { seal(tx, fence.as_ref(), &batch).await })
+            Box::pin(async move { seal(tx, fence.as_ref(), &batches).await })
         })
         .await
     }

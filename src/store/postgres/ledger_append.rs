@@ -1,11 +1,18 @@
 //! The ledger's append transaction on Postgres: the fence, duplicate detection through the
 //! unique index of `ledger_event_ids`, contiguous numbering, the batch's monthly partitions, and
 //! the rows by binary `COPY`. Runs inside the transaction `ledger.rs` opens; opens none itself.
+//!
+//! The ids go in by binary `COPY` under a savepoint: the unique index refuses the whole COPY if
+//! any event is already present (a retried publish), and only then are they inserted again one
+//! by one (`ON CONFLICT DO NOTHING RETURNING`) to learn which ones are new. Either way the
+//! index decides, so duplicates are found exactly as before; the common case costs what a bare
+//! COPY costs.
 
 use std::collections::HashSet;
 
 use chrono::Datelike;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -20,7 +27,7 @@ use crate::store::StoreError;
 
 /// Creates the monthly partitions of `ledger_events` the entries fall in (a catalog lookup
 /// when they exist).
-async fn ensure_months(tx: &Transaction<'_>, entries: &[&LedgerEntry]) -> Result<(), StoreError> {
+async fn ensure_months(tx: &Transaction<'_>, entries: &[LedgerEntry]) -> Result<(), StoreError> {
     let mut seen = HashSet::new();
     let mut instants = Vec::new();
     for entry in entries {
@@ -37,6 +44,55 @@ async fn ensure_months(tx: &Transaction<'_>, entries: &[&LedgerEntry]) -> Result
     .await
     .map_err(map_err)?;
     Ok(())
+}
+
+/// Writes the `ledger_event_ids` rows of `fresh` (event, seq, time), numbered from `first_seq`
+/// in order, by one binary COPY under a savepoint. `Ok(false)` when the unique index refused
+/// it (some event, or number, is already present): the savepoint is rolled back, nothing of
+/// the COPY remains, and the caller inserts them one by one (`insert_ids`).
+async fn copy_ids(
+    tx: &Transaction<'_>,
+    partition: i32,
+    first_seq: i64,
+    fresh: &[(Uuid, i64)],
+) -> Result<bool, StoreError> {
+    tx.batch_execute("SAVEPOINT ledger_ids")
+        .await
+        .map_err(map_err)?;
+    let copied = async {
+        let sink = tx
+            .copy_in(r#"COPY ledger_event_ids (event_id, "partition", seq, occurred_at) FROM STDIN (FORMAT binary)"#)
+            .await?;
+        let types = [Type::UUID, Type::INT4, Type::INT8, Type::INT8];
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+        let mut seq = first_seq;
+        for (event, at) in fresh {
+            let values: [&(dyn ToSql + Sync); 4] = [event, &partition, &seq, at];
+            writer.as_mut().write(&values).await?;
+            seq = seq.saturating_add(1);
+        }
+        writer.finish().await
+    }
+    .await;
+    match copied {
+        Ok(n) if n == fresh.len() as u64 => {
+            tx.batch_execute("RELEASE SAVEPOINT ledger_ids")
+                .await
+                .map_err(map_err)?;
+            Ok(true)
+        }
+        Ok(n) => Err(StoreError::Unavailable(format!(
+            "copied {n} ledger event ids, expected {}",
+            fresh.len()
+        ))),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT ledger_ids")
+                .await
+                .map_err(map_err)?;
+            Ok(false)
+        }
+        Err(e) => Err(map_err(e)),
+    }
 }
 
 /// Inserts the `ledger_event_ids` rows of `fresh` (event, seq, time), numbered from `first_seq`
@@ -75,12 +131,17 @@ pub(super) async fn append(
     entries: &[LedgerEntry],
     next_offset: i64,
 ) -> Result<AppendOutcome, StoreError> {
-    check_fence(tx, fence, Some(next_offset)).await?;
     let ids = entries
         .iter()
         .map(|e| Ids::parse(&e.columns))
         .collect::<Result<Vec<_>, _>>()?;
-    let first_seq = next_seq(tx, fence.partition).await?;
+    // Sent together, run in this order by the server: the fence (which locks the lease row
+    // until commit) first, then the numbering and the months.
+    let ((), first_seq, ()) = futures_util::try_join!(
+        check_fence(tx, fence, Some(next_offset)),
+        next_seq(tx, fence.partition),
+        ensure_months(tx, entries),
+    )?;
     // Events repeated inside the batch count once (the first).
     let mut in_batch = HashSet::with_capacity(entries.len());
     let mut candidates: Vec<(Uuid, i64)> = entries
@@ -89,7 +150,11 @@ pub(super) async fn append(
         .filter(|(_, i)| in_batch.insert(i.event))
         .map(|(e, i)| (i.event, e.columns.occurred_at_micros))
         .collect();
-    let mut new = insert_ids(tx, fence.partition, first_seq, &candidates).await?;
+    let mut new: HashSet<Uuid> = if copy_ids(tx, fence.partition, first_seq, &candidates).await? {
+        candidates.iter().map(|(e, _)| *e).collect()
+    } else {
+        insert_ids(tx, fence.partition, first_seq, &candidates).await?
+    };
     if new.len() != candidates.len() {
         // Some were already in the ledger (a retried publish): number only the new ones, so
         // sequences stay contiguous.
@@ -130,8 +195,6 @@ pub(super) async fn append(
         return Ok(outcome);
     }
 
-    let rows: Vec<&LedgerEntry> = fresh.iter().map(|(_, e, _)| *e).collect();
-    ensure_months(tx, &rows).await?;
     let sink = tx
         .copy_in(&format!(
             "COPY ledger_events ({ROW_COLUMNS}) FROM STDIN (FORMAT binary)"

@@ -18,16 +18,40 @@ use super::{col, map_err, PgStore};
 use crate::store::ledger::{AncestorsView, ColumnsView, RangesVisitor, RowRef, SeqRange, Visit};
 use crate::store::StoreError;
 
-/// Lends the rows of `ranges` to `visit`, range after range, each followed by its `End`.
+/// Lends the rows of `ranges` to `visit`, range after range, each followed by its `End`. The
+/// reading and the visitor's work run as a task of their own, so the calls a caller keeps in
+/// flight (verification's chunks) use every runtime worker, not only the caller's thread, as
+/// the embedded store's reader threads do. Dropping the returned future stops that task.
 pub(super) async fn visit_ranges(
     store: &PgStore,
     ranges: Vec<SeqRange>,
-    mut visit: RangesVisitor,
+    visit: RangesVisitor,
 ) -> Result<(), StoreError> {
     if ranges.is_empty() {
         return Ok(());
     }
     let client = store.client().await?;
+    let mut task = AbortOnDrop(tokio::spawn(read_ranges(client, ranges, visit)));
+    (&mut task.0)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("ledger reader task: {e}")))?
+}
+
+/// Aborts the task when dropped (its caller gave up waiting for it).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `visit_ranges`' work on one pooled connection.
+async fn read_ranges(
+    client: deadpool_postgres::Object,
+    ranges: Vec<SeqRange>,
+    mut visit: RangesVisitor,
+) -> Result<(), StoreError> {
     let sql = format!(
         r#"SELECT {ROW_COLUMNS} FROM ledger_events
            WHERE "partition" = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"#
@@ -66,7 +90,7 @@ pub(super) async fn visit_ranges(
                 at += 1;
             }
             if at < end && seq >= ranges[at].first {
-                lend(&row, &mut ancestors, |row| visit(Visit::Row(at, row)))?;
+                lend(&row, seq, &mut ancestors, |row| visit(Visit::Row(at, row)))?;
             }
         }
         for i in at..end {
@@ -96,7 +120,12 @@ fn span_end(ranges: &[SeqRange], start: usize) -> usize {
 }
 
 /// Calls `f` with `row` (columns in `ROW_COLUMNS` order) as a `RowRef` borrowing the row.
-fn lend(row: &Row, ancestors: &mut String, f: impl FnOnce(RowRef<'_>)) -> Result<(), StoreError> {
+fn lend(
+    row: &Row,
+    seq: i64,
+    ancestors: &mut String,
+    f: impl FnOnce(RowRef<'_>),
+) -> Result<(), StoreError> {
     let mut bufs = [[0u8; uuid::fmt::Hyphenated::LENGTH]; 5];
     let [event, request, agent, parent, root] = &mut bufs;
     let event_id = printed(col(row, 3)?, event);
@@ -111,7 +140,7 @@ fn lend(row: &Row, ancestors: &mut String, f: impl FnOnce(RowRef<'_>)) -> Result
         ancestors.push(',');
     }
     f(RowRef {
-        seq: col(row, 1)?,
+        seq,
         columns: ColumnsView {
             event_id,
             occurred_at_micros: col(row, 4)?,

@@ -372,6 +372,21 @@ impl LedgerStore for SqliteStore {
         self.write(move |tx| seal(tx, fence.as_ref(), &batch)).await
     }
 
+    async fn seal_batches(
+        &self,
+        fence: Option<&Fence>,
+        batches: &[SealedBatch],
+    ) -> Result<(), StoreError> {
+        let (fence, batches) = (fence.cloned(), batches.to_vec());
+        self.write(move |tx| {
+            for batch in &batches {
+                seal(tx, fence.as_ref(), batch)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn merkle_batch(
         &self,
         partition: i32,
