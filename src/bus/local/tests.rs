@@ -325,3 +325,31 @@ async fn repeated_header_names_are_kept_in_order() {
     let got = bus.fetch(topic, 0, 0, 1).await.unwrap();
     assert_eq!(got[0].headers, sent.headers);
 }
+
+#[tokio::test]
+async fn the_wal_starts_over_under_steady_publishing() {
+    // One commit per publish, with the checkpointer thread running beside them: its passive
+    // checkpoints alone never caught up, and the WAL grew by every commit's pages (about 50 MB
+    // here). The writer's own checkpoint keeps it near WAL_RESTART_FRAMES pages.
+    let dir = tempfile::tempdir().unwrap();
+    let limits = LocalBusLimits {
+        write_linger_us: 0,
+        ..LocalBusLimits::default()
+    };
+    let bus = LocalBus::open(dir.path(), limits).unwrap();
+    let value = "v".repeat(1024);
+    let published = 3_000;
+    for _ in 0..published {
+        bus.publish(vec![message(TOPIC_METERING_EVENTS, "tree", &value)])
+            .await
+            .unwrap();
+    }
+    let wal = std::fs::metadata(dir.path().join("events.db-wal"))
+        .unwrap()
+        .len();
+    let frame_bytes = 4096 + 24;
+    let bound = 2 * sql::WAL_RESTART_FRAMES as u64 * frame_bytes;
+    assert!(wal <= bound, "WAL of {wal} bytes, over {bound}");
+    assert_eq!(total(&bus, TOPIC_METERING_EVENTS).await, published);
+    bus.close().await.unwrap();
+}
