@@ -140,7 +140,7 @@ impl Admission {
                     continue; // still running here; extended on the next tick
                 }
                 if let Err(e) = self
-                    .publish(events::expired_event(hold, &self.instance))
+                    .publish(&events::expired_event(hold, &self.instance))
                     .await
                 {
                     tracing::warn!(error = %e, hold = %hold.key(),

@@ -229,10 +229,15 @@ impl Held {
     async fn settle(self, charged: Charged, bytes: u64) {
         let admission = &self.admission;
         let key = self.charge.key;
-        let event = events::metering(&self.call, &self.charge, &charged, &admission.instance);
+        let event = Event::Metering(events::metering(
+            &self.call,
+            &self.charge,
+            &charged,
+            &admission.instance,
+        ));
         let mut attempt = 0;
         loop {
-            match admission.publish(Event::Metering(event.clone())).await {
+            match admission.publish(&event).await {
                 Ok(()) => break,
                 Err(e) if attempt + 1 < PUBLISH_ATTEMPTS_MAX => {
                     attempt += 1;

@@ -337,8 +337,8 @@ impl Admission {
     }
 
     /// Publishes an event and waits until it is durable.
-    async fn publish(&self, event: Event) -> Result<(), BusError> {
-        let message = event_message(&event, avro::wire::current().framing(event.kind()))?;
+    async fn publish(&self, event: &Event) -> Result<(), BusError> {
+        let message = event_message(event, avro::wire::current().framing(event.kind()))?;
         self.bus.publish(vec![message]).await.map(|_| ())
     }
 

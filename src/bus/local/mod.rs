@@ -83,7 +83,7 @@ impl LocalBus {
             ))
         })?;
         let path = data_dir.join(EVENTS_DB_FILE);
-        let mut writer_conn = sql::open_writer(&path)?;
+        let mut writer_conn = sql::open_log_writer(&path)?;
         let topics = sql::prepare(&mut writer_conn)?;
         let reader = sql::open_reader(&path)?;
         let (sender, requests) = mpsc::channel(limits.publish_queue_messages_max);

@@ -129,7 +129,9 @@ async fn handle(
     let route_label = state
         .routes
         .resolve(req.uri().path())
-        .map_or_else(|| "none".to_owned(), |(r, _)| r.prefix.clone());
+        .map_or(metrics::SharedString::const_str("none"), |(r, _)| {
+            metrics::SharedString::from_shared(Arc::clone(&r.label))
+        });
     let identity = client_identity(state.client_trust.as_deref(), &conn);
     let result = proxy::handle(Arc::clone(&state), req, identity).await;
     let (response, status, decision) = match result {

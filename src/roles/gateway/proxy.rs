@@ -49,7 +49,7 @@ pub struct RequestCtx {
 
 /// Where and what: the route, the path below its prefix, and the priced call.
 struct Routed {
-    route: Route,
+    route: Arc<Route>,
     rest: String,
 }
 
@@ -132,7 +132,7 @@ fn route(state: &GatewayState, ctx: &RequestCtx) -> Result<Routed, GatewayError>
         .resolve(path)
         .ok_or_else(|| GatewayError::NoRoute(path.to_owned()))?;
     Ok(Routed {
-        route: route.clone(),
+        route: Arc::clone(route),
         rest: rest.to_owned(),
     })
 }
@@ -250,7 +250,8 @@ fn respond(
     *response.headers_mut() = response_headers(&parts.headers);
     let headers = response.headers_mut();
     let mut put = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        // Takes the string's buffer as the value: no copy.
+        if let Ok(v) = HeaderValue::try_from(value) {
             headers.insert(name, v);
         }
     };

@@ -2,6 +2,7 @@
 //! header rewriting (hop-by-hop headers stripped, the agent's credential replaced by the
 //! provider's), and the pooled keep-alive client. No budgets, no metering.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -73,6 +74,9 @@ pub fn client(connect_timeout: Duration) -> UpstreamClient {
 #[derive(Clone)]
 pub struct Route {
     pub prefix: String,
+    /// The prefix again, shared: the `route` label of the request metrics, without a copy per
+    /// request.
+    pub label: Arc<str>,
     pub upstream: String,
     pub provider: Provider,
     credential: Option<HeaderValue>,
@@ -89,8 +93,10 @@ impl Route {
             header.set_sensitive(true);
             Some(header)
         });
+        let prefix = config.prefix.trim_end_matches('/');
         Route {
-            prefix: config.prefix.trim_end_matches('/').to_owned(),
+            prefix: prefix.to_owned(),
+            label: Arc::from(prefix),
             upstream: config.upstream.trim_end_matches('/').to_owned(),
             provider: config.provider,
             credential,
@@ -155,18 +161,21 @@ pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
     headers
 }
 
-/// The routes, longest prefix first.
-pub struct RouteTable(Vec<Route>);
+/// The routes, longest prefix first (shared, so a request takes its route without copying it).
+pub struct RouteTable(Vec<Arc<Route>>);
 
 impl RouteTable {
     pub fn new(configs: &[RouteConfig]) -> RouteTable {
-        let mut routes: Vec<Route> = configs.iter().map(Route::from_config).collect();
+        let mut routes: Vec<Arc<Route>> = configs
+            .iter()
+            .map(|c| Arc::new(Route::from_config(c)))
+            .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         RouteTable(routes)
     }
 
     /// The route for `path` and the rest of the path after its prefix.
-    pub fn resolve<'a>(&self, path: &'a str) -> Option<(&Route, &'a str)> {
+    pub fn resolve<'a>(&self, path: &'a str) -> Option<(&Arc<Route>, &'a str)> {
         self.0.iter().find_map(|route| {
             let rest = path.strip_prefix(route.prefix.as_str())?;
             (rest.is_empty() || rest.starts_with('/')).then_some((route, rest))
