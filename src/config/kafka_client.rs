@@ -67,8 +67,8 @@ pub struct KafkaConsumerConfig {
     pub max_partition_fetch_bytes: usize,
     /// Most bytes one fetch request asks the broker for (halved for a partition after a
     /// request timed out, grown back after quick answers). Not a Java client setting: a read
-    /// of `maxPartitionFetchBytes` is made of requests of this size, so no single request
-    /// keeps a slow broker busy past the request timeout. Default 65536.
+    /// of `maxPartitionFetchBytes` is made of requests of at most this size, so a broker too
+    /// slow to serve it within the request timeout is asked for less. Default 1048576.
     pub fetch_request_max_bytes: usize,
 }
 
@@ -79,7 +79,7 @@ impl Default for KafkaConsumerConfig {
             fetch_max_wait_ms: 500,
             max_poll_records: 500,
             max_partition_fetch_bytes: 1_048_576,
-            fetch_request_max_bytes: 65_536,
+            fetch_request_max_bytes: 1_048_576,
         }
     }
 }

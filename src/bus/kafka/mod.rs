@@ -156,6 +156,10 @@ pub struct KafkaBus {
     watermarks: std::sync::Mutex<HashMap<(String, i32), i64>>,
     /// The bytes each partition's next fetch request asks for.
     fetch_sizes: FetchSizes,
+    /// Per partition, what the last read fetched beyond its `max.poll.records` (at most one
+    /// read's `maxPartitionFetchBytes`): handed out by the next read from that offset, as the
+    /// Java consumer does, instead of being fetched again.
+    surplus: std::sync::Mutex<HashMap<(String, i32), Vec<ConsumedMessage>>>,
     probe: tokio::task::JoinHandle<()>,
 }
 
@@ -190,6 +194,7 @@ impl KafkaBus {
             message_bytes_max: config.producer.max_request_size,
             watermarks: std::sync::Mutex::new(HashMap::new()),
             fetch_sizes: FetchSizes::new(config.consumer.fetch_request_max_bytes),
+            surplus: std::sync::Mutex::new(HashMap::new()),
             probe,
         })
     }
@@ -291,6 +296,10 @@ impl KafkaBus {
     ) -> Result<(Vec<ConsumedMessage>, i64), BusError> {
         self.partitions.check(topic, partition).await?;
         let c = &self.consumer;
+        let limit = max_messages.min(c.max_poll_records);
+        if let Some(kept) = self.take_surplus(topic, partition, offset, limit) {
+            return Ok((kept, self.known_watermark(topic, partition)));
+        }
         let client = self.partitions.client(topic, partition).await?;
         if offset < 0 {
             let high_watermark = self.high_watermark(topic, partition).await?;
@@ -355,12 +364,12 @@ impl KafkaBus {
                 high_watermark,
             });
         }
-        let limit = max_messages.min(c.max_poll_records);
         let mut messages = Self::records(topic, partition, got);
         let high_watermark = self
             .read_on(&client, &mut messages, limit, max, high_watermark)
             .await;
-        messages.truncate(limit);
+        let rest = messages.split_off(limit.min(messages.len()));
+        self.keep_surplus(topic, partition, rest);
         self.remember_watermark(topic, partition, high_watermark);
         Ok((messages, high_watermark))
     }
@@ -387,12 +396,7 @@ impl KafkaBus {
                 break;
             }
             let (topic, partition) = (last.topic.clone(), last.partition);
-            // About what the records still wanted take, judged by those read so far: a fetch
-            // past `limit` would be read by the broker and dropped here.
-            let wanted = (limit - messages.len()).saturating_mul(bytes / messages.len() + 1);
-            let room = i32::try_from((budget - bytes).min(wanted))
-                .unwrap_or(i32::MAX)
-                .max(1);
+            let room = i32::try_from(budget - bytes).unwrap_or(i32::MAX).max(1);
             let ask = room.min(self.fetch_sizes.ask(&topic, partition));
             let started = Instant::now();
             let more = tokio::time::timeout(
@@ -417,6 +421,39 @@ impl KafkaBus {
             }
         }
         high_watermark
+    }
+
+    /// Up to `limit` kept messages when the partition's surplus starts at `offset` (the rest
+    /// stays kept); a surplus from another offset is dropped (the reader moved).
+    fn take_surplus(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        limit: usize,
+    ) -> Option<Vec<ConsumedMessage>> {
+        let mut surplus = self.surplus.lock().ok()?;
+        let key = (topic.to_owned(), partition);
+        let mut kept = surplus.remove(&key)?;
+        if kept.first().map(|m| m.offset) != Some(offset) {
+            return None;
+        }
+        let rest = kept.split_off(limit.max(1).min(kept.len()));
+        if !rest.is_empty() {
+            surplus.insert(key, rest);
+        }
+        Some(kept)
+    }
+
+    fn keep_surplus(&self, topic: &str, partition: i32, rest: Vec<ConsumedMessage>) {
+        if let Ok(mut surplus) = self.surplus.lock() {
+            let key = (topic.to_owned(), partition);
+            if rest.is_empty() {
+                surplus.remove(&key);
+            } else {
+                surplus.insert(key, rest);
+            }
+        }
     }
 
     /// The high watermark of `topic`/`partition` in its last fetch answer (0 before any).
