@@ -303,13 +303,34 @@ impl KafkaBus {
         let client = self.partitions.client(topic, partition).await?;
         if offset < 0 {
             let high_watermark = self.high_watermark(topic, partition).await?;
-            return Err(BusError::OffsetOutOfRange {
-                topic: topic.to_owned(),
-                partition,
-                offset,
-                high_watermark,
-            });
+            return Err(out_of_range(topic, partition, offset, high_watermark));
         }
+        let (got, high_watermark) = self
+            .first_fetch(&client, topic, partition, offset, wait)
+            .await?;
+        let max = i32::try_from(c.max_partition_fetch_bytes).unwrap_or(i32::MAX);
+        let mut messages = Self::records(topic, partition, got);
+        let high_watermark = self
+            .read_on(&client, &mut messages, limit, max, high_watermark)
+            .await;
+        let rest = messages.split_off(limit.min(messages.len()));
+        self.keep_surplus(topic, partition, rest);
+        self.remember_watermark(topic, partition, high_watermark);
+        Ok((messages, high_watermark))
+    }
+
+    /// The read's first request, asking for the partition's fetch size; it waits on the broker
+    /// only when `wait` and the partition is caught up. An offset the broker does not hold is
+    /// `OffsetOutOfRange` with the high watermark.
+    async fn first_fetch(
+        &self,
+        client: &PartitionClient,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        wait: Option<usize>,
+    ) -> Result<(Vec<RecordAndOffset>, i64), BusError> {
+        let c = &self.consumer;
         let behind = self.known_watermark(topic, partition) > offset;
         let (min_bytes, wait_ms) = match wait {
             Some(min_bytes) if !behind => (min_bytes, c.fetch_max_wait_ms),
@@ -347,31 +368,14 @@ impl KafkaBus {
                     }
                     _ => self.high_watermark(topic, partition).await?,
                 };
-                return Err(BusError::OffsetOutOfRange {
-                    topic: topic.to_owned(),
-                    partition,
-                    offset,
-                    high_watermark,
-                });
+                return Err(out_of_range(topic, partition, offset, high_watermark));
             }
             Err(e) => return Err(map_error(e, topic, partition)),
         };
         if got.is_empty() && offset > high_watermark {
-            return Err(BusError::OffsetOutOfRange {
-                topic: topic.to_owned(),
-                partition,
-                offset,
-                high_watermark,
-            });
+            return Err(out_of_range(topic, partition, offset, high_watermark));
         }
-        let mut messages = Self::records(topic, partition, got);
-        let high_watermark = self
-            .read_on(&client, &mut messages, limit, max, high_watermark)
-            .await;
-        let rest = messages.split_off(limit.min(messages.len()));
-        self.keep_surplus(topic, partition, rest);
-        self.remember_watermark(topic, partition, high_watermark);
-        Ok((messages, high_watermark))
+        Ok((got, high_watermark))
     }
 
     /// A broker may answer a fetch with one record batch (tansu does), and each request asks
@@ -469,6 +473,15 @@ impl KafkaBus {
         if let Ok(mut w) = self.watermarks.lock() {
             w.insert((topic.to_owned(), partition), high_watermark);
         }
+    }
+}
+
+fn out_of_range(topic: &str, partition: i32, offset: i64, high_watermark: i64) -> BusError {
+    BusError::OffsetOutOfRange {
+        topic: topic.to_owned(),
+        partition,
+        offset,
+        high_watermark,
     }
 }
 

@@ -6,10 +6,14 @@ use super::test_broker::TestBroker;
 use super::*;
 use crate::bus::conformance::message;
 
-#[tokio::test]
-async fn a_partition_larger_than_one_fetch_is_read_whole_in_order() {
+/// A broker, a new one-partition topic named after `prefix`, and a bus on it with short fetch
+/// waits and `tune` applied to its consumer settings.
+async fn one_partition_bus(
+    prefix: &str,
+    tune: impl FnOnce(&mut KafkaConsumerConfig),
+) -> (TestBroker, String, KafkaBus) {
     let broker = TestBroker::start();
-    let topic = format!("large.{}", uuid::Uuid::new_v4());
+    let topic = format!("{prefix}.{}", uuid::Uuid::new_v4());
     broker.create_topic(&topic, 1).await;
     let mut config = KafkaConfig {
         brokers: vec![broker.address.clone()],
@@ -17,8 +21,17 @@ async fn a_partition_larger_than_one_fetch_is_read_whole_in_order() {
         ..Default::default()
     };
     config.consumer.fetch_max_wait_ms = 50;
-    config.consumer.max_partition_fetch_bytes = 64 * 1024;
+    tune(&mut config.consumer);
     let bus = KafkaBus::connect(&config).await.unwrap();
+    (broker, topic, bus)
+}
+
+#[tokio::test]
+async fn a_partition_larger_than_one_fetch_is_read_whole_in_order() {
+    let (_broker, topic, bus) = one_partition_bus("large", |c| {
+        c.max_partition_fetch_bytes = 64 * 1024;
+    })
+    .await;
     let filler = "x".repeat(600);
     for round in 0..6 {
         let batch = (0..100)
@@ -90,17 +103,7 @@ async fn many_concurrent_publishers_of_one_key_are_all_written_and_read_back() {
 
 #[tokio::test]
 async fn reads_capped_by_max_poll_records_hand_out_every_message_once_in_order_and_rewind() {
-    let broker = TestBroker::start();
-    let topic = format!("poll.{}", uuid::Uuid::new_v4());
-    broker.create_topic(&topic, 1).await;
-    let mut config = KafkaConfig {
-        brokers: vec![broker.address.clone()],
-        compression: CompressionSetting::Lz4,
-        ..Default::default()
-    };
-    config.consumer.fetch_max_wait_ms = 50;
-    config.consumer.max_poll_records = 40;
-    let bus = KafkaBus::connect(&config).await.unwrap();
+    let (_broker, topic, bus) = one_partition_bus("poll", |c| c.max_poll_records = 40).await;
     let batch = (0..300)
         .map(|i| message(&topic, "one-tree", &format!("m{i}")))
         .collect();

@@ -142,37 +142,7 @@ pub(super) async fn append(
         next_seq(tx, fence.partition),
         ensure_months(tx, entries),
     )?;
-    // Events repeated inside the batch count once (the first).
-    let mut in_batch = HashSet::with_capacity(entries.len());
-    let mut candidates: Vec<(Uuid, i64)> = entries
-        .iter()
-        .zip(&ids)
-        .filter(|(_, i)| in_batch.insert(i.event))
-        .map(|(e, i)| (i.event, e.columns.occurred_at_micros))
-        .collect();
-    let mut new: HashSet<Uuid> = if copy_ids(tx, fence.partition, first_seq, &candidates).await? {
-        candidates.iter().map(|(e, _)| *e).collect()
-    } else {
-        insert_ids(tx, fence.partition, first_seq, &candidates).await?
-    };
-    if new.len() != candidates.len() {
-        // Some were already in the ledger (a retried publish): number only the new ones, so
-        // sequences stay contiguous.
-        tx.execute_typed(
-            r#"DELETE FROM ledger_event_ids WHERE "partition" = $1 AND seq >= $2"#,
-            &[(&fence.partition, Type::INT4), (&first_seq, Type::INT8)],
-        )
-        .await
-        .map_err(map_err)?;
-        candidates.retain(|(e, _)| new.contains(e));
-        new = insert_ids(tx, fence.partition, first_seq, &candidates).await?;
-        if new.len() != candidates.len() {
-            return Err(StoreError::Conflict(format!(
-                "partition {}: ledger events appeared while appending",
-                fence.partition
-            )));
-        }
-    }
+    let mut new = register_ids(tx, fence.partition, first_seq, entries, &ids).await?;
 
     let mut seq = first_seq;
     let mut outcome = AppendOutcome {
@@ -195,6 +165,59 @@ pub(super) async fn append(
         return Ok(outcome);
     }
 
+    copy_rows(tx, fence.partition, &fresh).await?;
+    Ok(outcome)
+}
+
+/// Numbers the batch's new events from `first_seq` in `ledger_event_ids` (events repeated
+/// inside the batch count once, the first; events already in the ledger, from a retried
+/// publish, are left out so sequences stay contiguous). Returns the new events' ids.
+async fn register_ids(
+    tx: &Transaction<'_>,
+    partition: i32,
+    first_seq: i64,
+    entries: &[LedgerEntry],
+    ids: &[Ids],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let mut in_batch = HashSet::with_capacity(entries.len());
+    let mut candidates: Vec<(Uuid, i64)> = entries
+        .iter()
+        .zip(ids)
+        .filter(|(_, i)| in_batch.insert(i.event))
+        .map(|(e, i)| (i.event, e.columns.occurred_at_micros))
+        .collect();
+    let mut new: HashSet<Uuid> = if copy_ids(tx, partition, first_seq, &candidates).await? {
+        candidates.iter().map(|(e, _)| *e).collect()
+    } else {
+        insert_ids(tx, partition, first_seq, &candidates).await?
+    };
+    if new.len() != candidates.len() {
+        // Some were already in the ledger (a retried publish): number only the new ones, so
+        // sequences stay contiguous.
+        tx.execute_typed(
+            r#"DELETE FROM ledger_event_ids WHERE "partition" = $1 AND seq >= $2"#,
+            &[(&partition, Type::INT4), (&first_seq, Type::INT8)],
+        )
+        .await
+        .map_err(map_err)?;
+        candidates.retain(|(e, _)| new.contains(e));
+        new = insert_ids(tx, partition, first_seq, &candidates).await?;
+        if new.len() != candidates.len() {
+            return Err(StoreError::Conflict(format!(
+                "partition {}: ledger events appeared while appending",
+                partition
+            )));
+        }
+    }
+    Ok(new)
+}
+
+/// The new rows by one binary `COPY` into `ledger_events`.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    partition: i32,
+    fresh: &[(i64, &LedgerEntry, &Ids)],
+) -> Result<(), StoreError> {
     let sink = tx
         .copy_in(&format!(
             "COPY ledger_events ({ROW_COLUMNS}) FROM STDIN (FORMAT binary)"
@@ -203,10 +226,10 @@ pub(super) async fn append(
         .map_err(map_err)?;
     let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
     let mut writer = std::pin::pin!(writer);
-    for (seq, entry, ids) in &fresh {
+    for (seq, entry, ids) in fresh {
         let c = &entry.columns;
         let values: [&(dyn ToSql + Sync); 23] = [
-            &fence.partition,
+            &partition,
             seq,
             &entry.source_offset,
             &ids.event,
@@ -239,5 +262,5 @@ pub(super) async fn append(
             fresh.len()
         )));
     }
-    Ok(outcome)
+    Ok(())
 }
